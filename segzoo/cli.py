@@ -1,0 +1,87 @@
+"""The ``segzoo`` command: LightningCLI's fit/validate/test/predict plus segzoo's own verbs."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+
+import lightning as L
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+
+from segzoo.callbacks import SegmentationMetrics
+from segzoo.data.datamodule import SegDataModule
+
+DESCRIPTION = (
+    "segzoo: supervised, unsupervised and self-supervised segmentation. Subcommands fit, validate, test and "
+    "predict take YAML configs (--config, several allowed), dotted overrides and --print_config. "
+    "Also: `segzoo models` lists what is registered."
+)
+
+
+class SegzooCLI(LightningCLI):
+    """LightningCLI with segzoo's datamodule, the shared metric callback always on, a CSV logger and a
+    fixed default seed, and an optional test of the best checkpoint after ``fit``."""
+
+    def __init__(self, args: Sequence[str] | None = None, run: bool = True) -> None:
+        super().__init__(
+            model_class=L.LightningModule,
+            datamodule_class=SegDataModule,
+            subclass_mode_model=True,
+            seed_everything_default=0,
+            save_config_kwargs={"overwrite": False},
+            trainer_defaults={
+                "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": "runs"}}
+            },
+            parser_kwargs={"description": DESCRIPTION},
+            auto_configure_optimizers=False,
+            args=args,
+            run=run,
+        )
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_lightning_class_args(SegmentationMetrics, "metrics")
+        parser.add_argument(
+            "--test_after_fit", type=bool, default=False,
+            help="after fit, run test on the best checkpoint (or the last weights without a checkpoint)",
+        )
+
+    def after_fit(self) -> None:
+        if not self.config[self.subcommand].get("test_after_fit"):
+            return
+        checkpoint = self.trainer.checkpoint_callback
+        best = getattr(checkpoint, "best_model_path", "") if checkpoint is not None else ""
+        self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None)
+
+
+def _models_command(argv: Sequence[str]) -> int:
+    """``segzoo models``: print the registered models, backbones, methods and datasets."""
+    from segzoo.registry import BACKBONES, DATASETS, METHODS, MODELS
+
+    if argv and argv[0] in ("-h", "--help"):
+        print("usage: segzoo models\n\nPrint the registered models, backbones, methods and datasets.")
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="segzoo registry")
+    table.add_column("kind")
+    table.add_column("names")
+    for title, registry in (("models", MODELS), ("backbones", BACKBONES), ("methods", METHODS),
+                            ("datasets", DATASETS)):
+        table.add_row(title, ", ".join(registry.names()))
+    Console().print(table)
+    return 0
+
+
+EXTRA_COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {"models": _models_command}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``segzoo`` console script and ``python -m segzoo``."""
+    import segzoo  # noqa: F401  (fills every registry)
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in EXTRA_COMMANDS:
+        return EXTRA_COMMANDS[argv[0]](argv[1:])
+    SegzooCLI(args=argv)
+    return 0

@@ -1,0 +1,8 @@
+"""One LightningModule per method; each is registered in ``segzoo.registry.METHODS``."""
+
+from segzoo.methods.supervised import SupervisedSegmentation
+from segzoo.registry import METHODS
+
+METHODS.register("supervised")(SupervisedSegmentation)
+
+__all__ = ["SupervisedSegmentation"]

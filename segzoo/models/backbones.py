@@ -1,0 +1,225 @@
+"""Backbones that return a dict of stage features: torchvision ResNets (output stride 32/16/8) and VGG-16.
+
+Every backbone exposes ``channels`` (feature name -> channel count), ``strides`` (feature name -> stride
+w.r.t. the input at output stride 32, divided by dilation otherwise) and ``out_channels`` (channels of its
+last feature). Parameter names equal torchvision's, so a torchvision ImageNet state dict loads directly
+(see :func:`segzoo.models.weights.load_weights`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+from torch import Tensor, nn
+from torchvision.models import resnet as tv_resnet
+from torchvision.models import vgg as tv_vgg
+
+from segzoo.models.weights import load_weights
+from segzoo.registry import BACKBONES
+
+RESNET_STAGES = ("stem", "layer1", "layer2", "layer3", "layer4")
+VALID_OUTPUT_STRIDES = (8, 16, 32)
+
+
+def _dilate_layer(layer: nn.Sequential, dilation: int, first_dilation: int) -> None:
+    """Turn a stride-2 ResNet stage into a stride-1 dilated one, in place.
+
+    Follows torchvision's ``replace_stride_with_dilation``: the first block keeps the previous dilation
+    (``first_dilation``), the following blocks use ``dilation``. Done on the conv modules directly because
+    torchvision's ``BasicBlock`` refuses ``dilation > 1`` in its constructor.
+    """
+    for index, block in enumerate(layer):
+        d = first_dilation if index == 0 else dilation
+        for conv in block.modules():
+            if not isinstance(conv, nn.Conv2d):
+                continue
+            if conv.kernel_size == (3, 3):
+                conv.stride = (1, 1)
+                conv.dilation = (d, d)
+                conv.padding = (d, d)
+            elif conv.stride != (1, 1):
+                # the 1x1 projection of the shortcut
+                conv.stride = (1, 1)
+
+
+class ResNetBackbone(nn.Module):
+    """A torchvision ResNet without its classifier, returning ``stem`` and ``layer1..4`` features.
+
+    ``output_stride`` 16 dilates ``layer4`` (dilation 2); 8 dilates ``layer3`` (2) and ``layer4`` (4).
+    ``stem`` is the stride-2 output of conv1-bn-relu (before the max-pool), used by UNet decoders.
+    """
+
+    def __init__(self, depth: int = 50, output_stride: int = 32) -> None:
+        super().__init__()
+        builders = {18: tv_resnet.resnet18, 34: tv_resnet.resnet34, 50: tv_resnet.resnet50, 101: tv_resnet.resnet101}
+        if depth not in builders:
+            raise ValueError(f"ResNet depth {depth} is not supported; expected one of {sorted(builders)}")
+        if output_stride not in VALID_OUTPUT_STRIDES:
+            raise ValueError(f"output_stride={output_stride} is not supported; expected one of {VALID_OUTPUT_STRIDES}")
+        net = builders[depth](weights=None)
+        self.depth = depth
+        self.output_stride = output_stride
+        self.conv1, self.bn1, self.relu, self.maxpool = net.conv1, net.bn1, net.relu, net.maxpool
+        self.layer1, self.layer2, self.layer3, self.layer4 = net.layer1, net.layer2, net.layer3, net.layer4
+        if output_stride == 8:
+            _dilate_layer(self.layer3, dilation=2, first_dilation=1)
+            _dilate_layer(self.layer4, dilation=4, first_dilation=2)
+        elif output_stride == 16:
+            _dilate_layer(self.layer4, dilation=2, first_dilation=1)
+        expansion = 4 if depth >= 50 else 1
+        self.channels: dict[str, int] = {
+            "stem": 64,
+            "layer1": 64 * expansion,
+            "layer2": 128 * expansion,
+            "layer3": 256 * expansion,
+            "layer4": 512 * expansion,
+        }
+        self.strides: dict[str, int] = {
+            "stem": 2,
+            "layer1": 4,
+            "layer2": 8,
+            "layer3": min(16, output_stride),
+            "layer4": output_stride,
+        }
+        self.out_channels = self.channels["layer4"]
+
+    def forward(self, x: Tensor) -> dict[str, Tensor]:
+        """Return the dict of stage features ``stem``, ``layer1`` .. ``layer4``."""
+        stem = self.relu(self.bn1(self.conv1(x)))
+        c1 = self.layer1(self.maxpool(stem))
+        c2 = self.layer2(c1)
+        c3 = self.layer3(c2)
+        c4 = self.layer4(c3)
+        return {"stem": stem, "layer1": c1, "layer2": c2, "layer3": c3, "layer4": c4}
+
+    def adapt_state_dict(self, state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """Drop the ImageNet classifier (``fc.*``) of a torchvision checkpoint; other keys pass through."""
+        return {k: v for k, v in state_dict.items() if not k.startswith("fc.")}
+
+
+class VGG16Backbone(nn.Module):
+    """VGG-16 convolutions plus fc6/fc7 as 7x7 and 1x1 convolutions (4096 channels), as in the classic FCN.
+
+    Returns ``pool3`` (stride 8), ``pool4`` (stride 16) and ``fc7`` (stride 32) features. fc6 is padded by 3
+    so inputs of any size >= 32 give a non-empty score map (the original's 100-pixel input padding is not
+    needed). A torchvision ``vgg16`` state dict loads with its ``classifier.0/3`` reshaped into fc6/fc7.
+    """
+
+    def __init__(self, output_stride: int = 32, dropout: float = 0.5) -> None:
+        super().__init__()
+        if output_stride != 32:
+            raise ValueError(f"VGG-16 supports only output_stride=32, got {output_stride}")
+        self.output_stride = 32
+        self.features = tv_vgg.make_layers(tv_vgg.cfgs["D"], batch_norm=False)
+        self.fc6 = nn.Conv2d(512, 4096, kernel_size=7, padding=3)
+        self.fc7 = nn.Conv2d(4096, 4096, kernel_size=1)
+        self.relu = nn.ReLU(inplace=True)
+        self.drop6 = nn.Dropout(dropout)
+        self.drop7 = nn.Dropout(dropout)
+        # indices (in ``features``) of the max-pools closing blocks 3 and 4
+        pools = [i for i, m in enumerate(self.features) if isinstance(m, nn.MaxPool2d)]
+        self._pool3_end = pools[2] + 1
+        self._pool4_end = pools[3] + 1
+        self.channels: dict[str, int] = {"pool3": 256, "pool4": 512, "fc7": 4096}
+        self.strides: dict[str, int] = {"pool3": 8, "pool4": 16, "fc7": 32}
+        self.out_channels = 4096
+
+    def forward(self, x: Tensor) -> dict[str, Tensor]:
+        """Return ``pool3``, ``pool4`` and ``fc7`` features; raises for inputs smaller than 32 pixels."""
+        if x.shape[-2] < 32 or x.shape[-1] < 32:
+            raise ValueError(f"VGG-16 needs inputs of at least 32x32 pixels, got {x.shape[-2]}x{x.shape[-1]}")
+        pool3 = x
+        pool4 = x
+        h = x
+        for i, layer in enumerate(self.features):
+            h = layer(h)
+            if i + 1 == self._pool3_end:
+                pool3 = h
+            elif i + 1 == self._pool4_end:
+                pool4 = h
+        h = self.drop6(self.relu(self.fc6(h)))
+        h = self.drop7(self.relu(self.fc7(h)))
+        return {"pool3": pool3, "pool4": pool4, "fc7": h}
+
+    def adapt_state_dict(self, state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """Map torchvision's fully connected ``classifier.0``/``classifier.3`` onto the fc6/fc7 convs.
+
+        ``classifier.6`` (the 1000-way ImageNet classifier) is dropped.
+        """
+        out: dict[str, Tensor] = {}
+        for key, value in state_dict.items():
+            if key.startswith("classifier.0."):
+                name = "fc6." + key.split(".")[-1]
+                out[name] = value.reshape(4096, 512, 7, 7) if value.dim() == 2 else value
+            elif key.startswith("classifier.3."):
+                name = "fc7." + key.split(".")[-1]
+                out[name] = value.reshape(4096, 4096, 1, 1) if value.dim() == 2 else value
+            elif key.startswith("classifier.6."):
+                continue
+            else:
+                out[key] = value
+        return out
+
+
+def _resnet_builder(depth: int):
+    def build(*, output_stride: int = 32, weights: str | Path | None = None, prefix: str | None = None) -> nn.Module:
+        model = ResNetBackbone(depth=depth, output_stride=output_stride)
+        if weights is not None:
+            load_weights(model, weights, prefix=prefix)
+        return model
+
+    build.__name__ = f"resnet{depth}"
+    build.__doc__ = f"ResNet-{depth} backbone (``output_stride`` 8/16/32, optional local ``weights`` file)."
+    return build
+
+
+for _depth in (18, 34, 50, 101):
+    BACKBONES.register(f"resnet{_depth}")(_resnet_builder(_depth))
+
+
+@BACKBONES.register("vgg16")
+def vgg16(*, output_stride: int = 32, weights: str | Path | None = None, prefix: str | None = None) -> nn.Module:
+    """VGG-16 backbone with fc6/fc7 as convolutions (optional local ``weights`` file)."""
+    model = VGG16Backbone(output_stride=output_stride)
+    if weights is not None:
+        load_weights(model, weights, prefix=prefix)
+    return model
+
+
+def create_backbone(
+    name: str, *, output_stride: int = 32, weights: str | Path | None = None, prefix: str | None = None
+) -> nn.Module:
+    """Build the backbone registered as ``name`` (``resnet18/34/50/101``, ``vgg16``)."""
+    return BACKBONES.build(name, output_stride=output_stride, weights=weights, prefix=prefix)
+
+
+RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101")
+
+
+def resnet_backbone(
+    model: str, backbone: str | None, output_stride: int | None, *, default: str = "resnet50", default_stride: int = 8
+) -> ResNetBackbone:
+    """Build the ResNet ``backbone`` (or ``default``) for ``model``, with a clear error for other names."""
+    name = default if backbone is None else str(backbone).lower()
+    if name not in RESNETS:
+        raise ValueError(f"model {model!r} takes a ResNet backbone ({', '.join(RESNETS)}), got backbone={backbone!r}")
+    stride = default_stride if output_stride is None else output_stride
+    return BACKBONES.build(name, output_stride=stride)
+
+
+def count_parameters(module: nn.Module) -> int:
+    """Number of scalar parameters of ``module``."""
+    return sum(p.numel() for p in module.parameters())
+
+
+__all__ = [
+    "RESNETS",
+    "ResNetBackbone",
+    "VGG16Backbone",
+    "create_backbone",
+    "count_parameters",
+    "resnet_backbone",
+    "RESNET_STAGES",
+    "VALID_OUTPUT_STRIDES",
+]

@@ -1,0 +1,89 @@
+"""Superpixel pre-segmentations (scikit-image wrappers) and a vectorised per-superpixel majority vote."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from skimage import segmentation as _seg
+
+
+def _check_rgb(image: np.ndarray, name: str) -> np.ndarray:
+    image = np.asarray(image)
+    if image.ndim != 3 or image.shape[2] != 3 or image.shape[0] < 1 or image.shape[1] < 1:
+        raise ValueError(f"{name}: expected an HxWx3 RGB image, got an array of shape {image.shape}")
+    return image
+
+
+def relabel_sequential(segments: np.ndarray) -> np.ndarray:
+    """Renumber a label map to 0..n-1 (order of the original ids kept), as int64."""
+    _, inverse = np.unique(segments, return_inverse=True)
+    return inverse.reshape(segments.shape).astype(np.int64)
+
+
+def slic(
+    image: np.ndarray,
+    n_segments: int = 100,
+    compactness: float = 10.0,
+    sigma: float = 0.0,
+    max_num_iter: int = 10,
+    **kwargs: object,
+) -> np.ndarray:
+    """SLIC superpixels of an HxWx3 image as an HxW int64 map with contiguous ids from 0.
+
+    ``kwargs`` go to :func:`skimage.segmentation.slic` (e.g. ``convert2lab``, ``enforce_connectivity``).
+    """
+    image = _check_rgb(image, "slic")
+    segments = _seg.slic(
+        image,
+        n_segments=int(n_segments),
+        compactness=float(compactness),
+        sigma=float(sigma),
+        max_num_iter=int(max_num_iter),
+        start_label=0,
+        channel_axis=-1,
+        **kwargs,
+    )
+    return relabel_sequential(segments)
+
+
+def felzenszwalb(image: np.ndarray, scale: float = 1.0, sigma: float = 0.8, min_size: int = 20) -> np.ndarray:
+    """Felzenszwalb-Huttenlocher graph segmentation of an HxWx3 image as an HxW int64 map from 0."""
+    image = _check_rgb(image, "felzenszwalb")
+    segments = _seg.felzenszwalb(
+        image, scale=float(scale), sigma=float(sigma), min_size=int(min_size), channel_axis=-1
+    )
+    return relabel_sequential(segments)
+
+
+def superpixel_vote(
+    labels: torch.Tensor, segments: torch.Tensor, num_segments: int, num_labels: int
+) -> torch.Tensor:
+    """Paint every segment with the majority of ``labels`` inside it (ties go to the smallest label).
+
+    Args:
+        labels: LongTensor [N] with values in [0, num_labels).
+        segments: LongTensor [N] with values in [0, num_segments), on the same device.
+        num_segments, num_labels: the value ranges (upper bounds; unused ids are fine).
+
+    Returns:
+        LongTensor [N] on the inputs' device: the winning label of each pixel's segment.
+
+    One ``bincount`` over ``segment * num_labels + label`` builds the segment x label histogram; its row-wise
+    argmax (first maximum, hence the smallest label on ties) is gathered back to the pixels.
+    """
+    if labels.shape != segments.shape or labels.ndim != 1:
+        raise ValueError(
+            f"superpixel_vote: labels and segments must be 1-D of equal length, got "
+            f"{tuple(labels.shape)} and {tuple(segments.shape)}"
+        )
+    if labels.device != segments.device:
+        raise ValueError(f"superpixel_vote: labels on {labels.device} but segments on {segments.device}")
+    labels, segments = labels.long(), segments.long()
+    counts = torch.bincount(segments * num_labels + labels, minlength=num_segments * num_labels)
+    if counts.numel() != num_segments * num_labels:
+        raise ValueError(
+            f"superpixel_vote: a segment id >= num_segments ({num_segments}) or a label >= num_labels "
+            f"({num_labels}) was given"
+        )
+    winner = counts.view(num_segments, num_labels).argmax(dim=1)
+    return winner[segments]

@@ -1,0 +1,24 @@
+"""Shared fixtures: the real-data folder (``SEGZOO_DATA``, default ``../shared/data``)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def shared_data_root() -> Path:
+    """Where the real datasets live: ``$SEGZOO_DATA`` or ``../shared/data`` beside the checkout."""
+    return Path(os.environ.get("SEGZOO_DATA", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    """The real-data root; the test is skipped with a reason when it is absent."""
+    root = shared_data_root()
+    if not root.is_dir():
+        pytest.skip(f"real data not found at {root} (set SEGZOO_DATA to the folder with bsds500/, camvid/, ...)")
+    return root
