@@ -80,8 +80,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``segzoo`` console script and ``python -m segzoo``."""
     import segzoo  # noqa: F401  (fills every registry)
 
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in EXTRA_COMMANDS:
-        return EXTRA_COMMANDS[argv[0]](argv[1:])
-    SegzooCLI(args=argv)
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] in EXTRA_COMMANDS:
+        return EXTRA_COMMANDS[args[0]](args[1:])
+    SegzooCLI(args=None if argv is None else args)  # None: LightningCLI reads sys.argv itself
     return 0

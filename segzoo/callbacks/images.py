@@ -92,7 +92,9 @@ class ImageLogger(Callback):
             return (trainer.current_epoch + 1) % self.every_n_epochs == 0
         return True
 
-    def _collect(self, stage: str, trainer: pl.Trainer, outputs: Any, batch: Any, dataloader_idx: int) -> None:
+    def _collect(
+        self, stage: str, trainer: pl.Trainer, outputs: Any, batch: Any, dataloader_idx: int
+    ) -> None:
         samples = self._samples[stage]
         need = self.num_samples - len(samples)
         if need <= 0 or dataloader_idx != 0 or not self._active(stage, trainer):

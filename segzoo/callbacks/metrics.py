@@ -83,7 +83,7 @@ class SegmentationMetrics(L.Callback):
         if outputs.get("masks") is not None:
             crops = [p[: g.shape[-2], : g.shape[-1]] for p, g in zip(pred, outputs["masks"], strict=True)]
             bsds = self.bsds.setdefault(stage, BSDSMetrics()).to(pred.device)
-            bsds.update(crops, outputs["masks"])
+            bsds.update(crops, outputs["masks"], sources=sources)
 
     def _compute(self, stage: str, pl_module: L.LightningModule) -> dict[str, Any]:
         results: dict[str, Any] = {}

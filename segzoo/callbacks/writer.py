@@ -98,10 +98,23 @@ class PredictionWriter(BasePredictionWriter):
         self.skipped = 0
         self.renamed = 0
         self._checked_folders: set[Path] = set()
+        self._style: dict[str, Any] | None = None
 
     def on_predict_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.written = self.skipped = self.renamed = 0
         self._checked_folders = set()
+        self._style = None
+
+    def _settings(self, trainer: pl.Trainer) -> dict[str, Any]:
+        """Palette, ignore index and normalisation of the datamodule, read once per predict run."""
+        if self._style is None:
+            self._style = {
+                "palette": _datamodule_attr(trainer, "palette"),
+                "ignore_index": _datamodule_attr(trainer, "ignore_index", 255),
+                "mean": _datamodule_attr(trainer, "mean"),
+                "std": _datamodule_attr(trainer, "std"),
+            }
+        return self._style
 
     # ------------------------------------------------------------------ safety and naming
     def _check_input_folder(self, source: Path) -> None:
@@ -187,7 +200,9 @@ class PredictionWriter(BasePredictionWriter):
                     continue  # another input's file (or not ours): never touched
                 if not self.overwrite:
                     if self.overlay and not overlay_path.exists():
-                        self._write_overlay(trainer, overlay_path, self._labels(pred, meta), raw, is_file, image)
+                        self._write_overlay(
+                            trainer, overlay_path, self._labels(pred, meta), raw, is_file, image, meta
+                        )
                         self.written += 1
                     else:
                         self.skipped += 1
@@ -196,7 +211,7 @@ class PredictionWriter(BasePredictionWriter):
             if not self._write_label(trainer, label_path, labels, source, replace=label_path.exists()):
                 continue  # another rank took this name between the check and the write
             if self.overlay and (self.overwrite or not overlay_path.exists()):
-                self._write_overlay(trainer, overlay_path, labels, raw, is_file, image)
+                self._write_overlay(trainer, overlay_path, labels, raw, is_file, image, meta)
             self.written += 1
             self.renamed += n > 0
             return
@@ -222,8 +237,8 @@ class PredictionWriter(BasePredictionWriter):
         save_label_png(
             labels,
             tmp,
-            _datamodule_attr(trainer, "palette"),
-            ignore_index=_datamodule_attr(trainer, "ignore_index", 255),
+            self._settings(trainer)["palette"],
+            ignore_index=self._settings(trainer)["ignore_index"],
             text={SOURCE_KEY: source},
         )
         return _publish(tmp, path, replace)
@@ -236,6 +251,7 @@ class PredictionWriter(BasePredictionWriter):
         raw: str,
         is_file: bool,
         image: torch.Tensor | None,
+        meta: Mapping[str, Any],
     ) -> None:
         if is_file:
             picture = read_image_array(raw)
@@ -250,24 +266,25 @@ class PredictionWriter(BasePredictionWriter):
                     f"PredictionWriter: {raw or 'input'} is not a file and the batch has no 'image' "
                     "to draw the overlay on; pass overlay=False or keep 'image' in the batch"
                 )
-            picture = self._batch_image(trainer, image, labels.shape)
+            picture = self._batch_image(trainer, image, meta, labels.shape)
         blended = overlay(
             picture,
             labels,
-            _datamodule_attr(trainer, "palette"),
+            self._settings(trainer)["palette"],
             alpha=self.alpha,
-            ignore_index=_datamodule_attr(trainer, "ignore_index", 255),
+            ignore_index=self._settings(trainer)["ignore_index"],
         )
         atomic_save(Image.fromarray(blended), path, format="JPEG", quality=90)
 
-    @staticmethod
-    def _batch_image(trainer: pl.Trainer, image: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
-        """The batch image of a non-file input, denormalised, at the label size."""
+    def _batch_image(
+        self, trainer: pl.Trainer, image: torch.Tensor, meta: Mapping[str, Any], size: tuple[int, int]
+    ) -> np.ndarray:
+        """The batch image of a non-file input: padding cropped, denormalised, resized to ``size``."""
+        h, w = (int(v) for v in meta.get("input_size", image.shape[-2:]))
         picture = denormalize(
-            image.detach().cpu(), _datamodule_attr(trainer, "mean"), _datamodule_attr(trainer, "std")
+            image[:, :h, :w].detach().cpu(), self._settings(trainer)["mean"], self._settings(trainer)["std"]
         )
-        picture = picture[: size[0], : size[1]] if picture.shape[0] >= size[0] and picture.shape[1] >= size[1] else picture
-        if picture.shape[:2] != size:
+        if picture.shape[:2] != tuple(size):
             picture = np.asarray(Image.fromarray(picture).resize((size[1], size[0]), Image.BILINEAR))
         return picture
 

@@ -165,7 +165,7 @@ class SegDataModule(L.LightningDataModule):
             self._setup_part(part)
         dataset = self.datasets[part]
         sampler = None
-        trainer = self._trainer
+        trainer = self.trainer
         if not shuffle and trainer is not None and trainer.world_size > 1:
             # The default DistributedSampler pads with repeated samples; those would count twice in metrics.
             sampler = UnrepeatedDistributedSampler(

@@ -18,6 +18,8 @@ from torch import Tensor
 from torchmetrics import Metric
 
 SCORES = ("covering", "pri", "voi", "best_miou")
+# What BSDSMetrics reports: the scores and the segment count, plain and on connected components.
+REPORTED = (*SCORES, "segments", *(f"cc_{k}" for k in (*SCORES, "segments")))
 
 ArrayLike = np.ndarray | Tensor
 
@@ -174,21 +176,16 @@ class BSDSMetrics(Metric):
     is_differentiable = False
     higher_is_better = None  # VoI and segment counts are lower-is-better, the others higher-is-better
     full_state_update = False
+    KEYS = REPORTED
 
     count: Tensor
 
     def __init__(self, ignore_index: int | None = 255, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.ignore_index = ignore_index
-        for key in self.keys():
+        for key in self.KEYS:
             self.add_state(key, default=torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("count", default=torch.zeros((), dtype=torch.int64), dist_reduce_fx="sum")
-
-    @staticmethod
-    def keys() -> tuple[str, ...]:
-        """Names of the reported means."""
-        scores = (*SCORES, "segments")
-        return scores + tuple(f"cc_{k}" for k in scores)
 
     def update(
         self,
@@ -205,7 +202,7 @@ class BSDSMetrics(Metric):
             )
         if isinstance(preds, Tensor):
             preds = preds.detach().cpu()  # scored with numpy/scikit-image: one copy for the whole batch
-        sums = dict.fromkeys(self.keys(), 0.0)
+        sums = dict.fromkeys(self.KEYS, 0.0)
         for i, (pred, gts) in enumerate(zip(preds, ground_truths, strict=True)):
             named = sources is not None and i < len(sources)
             source = str(sources[i]) if named else f"image {i} of the batch"
@@ -231,4 +228,4 @@ class BSDSMetrics(Metric):
     def compute(self) -> dict[str, float]:
         """Mean of every score over the images seen (NaN before any update)."""
         count = int(self.count)
-        return {key: float(getattr(self, key)) / count if count else float("nan") for key in self.keys()}
+        return {key: float(getattr(self, key)) / count if count else float("nan") for key in self.KEYS}

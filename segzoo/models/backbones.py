@@ -23,18 +23,20 @@ VALID_OUTPUT_STRIDES = (8, 16, 32)
 
 
 def _dilate_layer(layer: nn.Sequential, dilation: int, first_dilation: int) -> None:
-    """Turn a stride-2 ResNet stage into a stride-1 dilated one, in place.
+    """Turn a stride-2 ResNet stage into a stride-1 dilated one, in place (the "atrous" conversion).
 
-    Follows torchvision's ``replace_stride_with_dilation``: the first block keeps the previous dilation
-    (``first_dilation``), the following blocks use ``dilation``. Done on the conv modules directly because
-    torchvision's ``BasicBlock`` refuses ``dilation > 1`` in its constructor.
+    The 3x3 conv that carried the stride keeps the previous dilation (``first_dilation``); every 3x3 conv
+    after it uses ``dilation``, so each keeps the receptive field it had at the lower resolution. For
+    Bottleneck stages this is exactly torchvision's ``replace_stride_with_dilation``; for BasicBlock stages
+    (which torchvision refuses to dilate) the stride sits on ``conv1``, so ``conv2`` of the first block is
+    dilated too. Done on the conv modules directly because ``BasicBlock`` rejects ``dilation > 1``.
     """
-    for index, block in enumerate(layer):
-        d = first_dilation if index == 0 else dilation
+    for block in layer:
         for conv in block.modules():
             if not isinstance(conv, nn.Conv2d):
                 continue
             if conv.kernel_size == (3, 3):
+                d = first_dilation if conv.stride != (1, 1) else dilation
                 conv.stride = (1, 1)
                 conv.dilation = (d, d)
                 conv.padding = (d, d)
@@ -52,11 +54,18 @@ class ResNetBackbone(nn.Module):
 
     def __init__(self, depth: int = 50, output_stride: int = 32) -> None:
         super().__init__()
-        builders = {18: tv_resnet.resnet18, 34: tv_resnet.resnet34, 50: tv_resnet.resnet50, 101: tv_resnet.resnet101}
+        builders = {
+            18: tv_resnet.resnet18,
+            34: tv_resnet.resnet34,
+            50: tv_resnet.resnet50,
+            101: tv_resnet.resnet101,
+        }
         if depth not in builders:
             raise ValueError(f"ResNet depth {depth} is not supported; expected one of {sorted(builders)}")
         if output_stride not in VALID_OUTPUT_STRIDES:
-            raise ValueError(f"output_stride={output_stride} is not supported; expected one of {VALID_OUTPUT_STRIDES}")
+            raise ValueError(
+                f"output_stride={output_stride} is not supported; expected one of {VALID_OUTPUT_STRIDES}"
+            )
         net = builders[depth](weights=None)
         self.depth = depth
         self.output_stride = output_stride
@@ -99,21 +108,21 @@ class ResNetBackbone(nn.Module):
 
 
 class VGG16Backbone(nn.Module):
-    """VGG-16 convolutions plus fc6/fc7 as 7x7 and 1x1 convolutions (4096 channels), as in the classic FCN.
+    """VGG-16 convolutions plus fc6/fc7 as 7x7 and 1x1 convs (``fc_channels``, 4096 in the classic FCN).
 
     Returns ``pool3`` (stride 8), ``pool4`` (stride 16) and ``fc7`` (stride 32) features. fc6 is padded by 3
     so inputs of any size >= 32 give a non-empty score map (the original's 100-pixel input padding is not
     needed). A torchvision ``vgg16`` state dict loads with its ``classifier.0/3`` reshaped into fc6/fc7.
     """
 
-    def __init__(self, output_stride: int = 32, dropout: float = 0.5) -> None:
+    def __init__(self, output_stride: int = 32, fc_channels: int = 4096, dropout: float = 0.5) -> None:
         super().__init__()
         if output_stride != 32:
             raise ValueError(f"VGG-16 supports only output_stride=32, got {output_stride}")
         self.output_stride = 32
         self.features = tv_vgg.make_layers(tv_vgg.cfgs["D"], batch_norm=False)
-        self.fc6 = nn.Conv2d(512, 4096, kernel_size=7, padding=3)
-        self.fc7 = nn.Conv2d(4096, 4096, kernel_size=1)
+        self.fc6 = nn.Conv2d(512, fc_channels, kernel_size=7, padding=3)
+        self.fc7 = nn.Conv2d(fc_channels, fc_channels, kernel_size=1)
         self.relu = nn.ReLU(inplace=True)
         self.drop6 = nn.Dropout(dropout)
         self.drop7 = nn.Dropout(dropout)
@@ -121,9 +130,9 @@ class VGG16Backbone(nn.Module):
         pools = [i for i, m in enumerate(self.features) if isinstance(m, nn.MaxPool2d)]
         self._pool3_end = pools[2] + 1
         self._pool4_end = pools[3] + 1
-        self.channels: dict[str, int] = {"pool3": 256, "pool4": 512, "fc7": 4096}
+        self.channels: dict[str, int] = {"pool3": 256, "pool4": 512, "fc7": fc_channels}
         self.strides: dict[str, int] = {"pool3": 8, "pool4": 16, "fc7": 32}
-        self.out_channels = 4096
+        self.out_channels = fc_channels
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
         """Return ``pool3``, ``pool4`` and ``fc7`` features; raises for inputs smaller than 32 pixels."""
@@ -151,10 +160,10 @@ class VGG16Backbone(nn.Module):
         for key, value in state_dict.items():
             if key.startswith("classifier.0."):
                 name = "fc6." + key.split(".")[-1]
-                out[name] = value.reshape(4096, 512, 7, 7) if value.dim() == 2 else value
+                out[name] = value.reshape(-1, 512, 7, 7) if value.dim() == 2 else value
             elif key.startswith("classifier.3."):
                 name = "fc7." + key.split(".")[-1]
-                out[name] = value.reshape(4096, 4096, 1, 1) if value.dim() == 2 else value
+                out[name] = value.reshape(*value.shape, 1, 1) if value.dim() == 2 else value
             elif key.startswith("classifier.6."):
                 continue
             else:
@@ -163,7 +172,9 @@ class VGG16Backbone(nn.Module):
 
 
 def _resnet_builder(depth: int):
-    def build(*, output_stride: int = 32, weights: str | Path | None = None, prefix: str | None = None) -> nn.Module:
+    def build(
+        *, output_stride: int = 32, weights: str | Path | None = None, prefix: str | None = None
+    ) -> nn.Module:
         model = ResNetBackbone(depth=depth, output_stride=output_stride)
         if weights is not None:
             load_weights(model, weights, prefix=prefix)
@@ -179,7 +190,9 @@ for _depth in (18, 34, 50, 101):
 
 
 @BACKBONES.register("vgg16")
-def vgg16(*, output_stride: int = 32, weights: str | Path | None = None, prefix: str | None = None) -> nn.Module:
+def vgg16(
+    *, output_stride: int = 32, weights: str | Path | None = None, prefix: str | None = None
+) -> nn.Module:
     """VGG-16 backbone with fc6/fc7 as convolutions (optional local ``weights`` file)."""
     model = VGG16Backbone(output_stride=output_stride)
     if weights is not None:
@@ -198,12 +211,19 @@ RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101")
 
 
 def resnet_backbone(
-    model: str, backbone: str | None, output_stride: int | None, *, default: str = "resnet50", default_stride: int = 8
+    model: str,
+    backbone: str | None,
+    output_stride: int | None,
+    *,
+    default: str = "resnet50",
+    default_stride: int = 8,
 ) -> ResNetBackbone:
     """Build the ResNet ``backbone`` (or ``default``) for ``model``, with a clear error for other names."""
     name = default if backbone is None else str(backbone).lower()
     if name not in RESNETS:
-        raise ValueError(f"model {model!r} takes a ResNet backbone ({', '.join(RESNETS)}), got backbone={backbone!r}")
+        raise ValueError(
+            f"model {model!r} takes a ResNet backbone ({', '.join(RESNETS)}), got backbone={backbone!r}"
+        )
     stride = default_stride if output_stride is None else output_stride
     return BACKBONES.build(name, output_stride=stride)
 

@@ -33,24 +33,31 @@ class LoadReport(NamedTuple):
     mismatched: list[str]
 
 
+def _torch_load(path: Path) -> object:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        if "Weights only load failed" not in str(err):
+            raise
+    # Lightning checkpoints may pickle hyper-parameter objects that the safe loader refuses; the file is one
+    # the user named explicitly, so the full loader is acceptable for it.
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
 def read_state_dict(path: str | Path) -> dict[str, Tensor]:
     """Read the tensor dict of a local weights file (plain state dict or checkpoint with ``state_dict``)."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(
             f"weights file not found: {path}. Put a local PyTorch weights file there: a state dict "
-            "(e.g. torch.save(torchvision.models.resnet50(weights=...).state_dict(), path) on a machine with the "
-            "weights) or a segzoo/Lightning .ckpt. segzoo never downloads weights; use weights=None for random "
-            "initialisation."
+            "(e.g. torch.save(torchvision.models.resnet50(weights=...).state_dict(), path) on a machine "
+            "with the weights) or a segzoo/Lightning .ckpt. segzoo never downloads weights; use "
+            "weights=None for random initialisation."
         )
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        # Lightning checkpoints may pickle hyper-parameter objects that the safe loader refuses; the file is
-        # one the user named explicitly, so the full loader is acceptable here.
-        obj = torch.load(path, map_location="cpu", weights_only=False)
-    except (RuntimeError, EOFError) as err:
-        raise ValueError(f"cannot read weights file {path}: {err}") from err
+        obj = _torch_load(path)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as err:
+        raise ValueError(f"cannot read weights file {path} with torch.load: {err}") from err
     state = obj
     if isinstance(obj, Mapping):
         for key in ("state_dict", "model_state_dict", "model"):
@@ -111,7 +118,8 @@ def load_weights(
         prefix = find_prefix(list(state), set(own))
     elif not any(k.startswith(prefix) for k in state):
         raise WeightsMismatchError(
-            f"weights file {path} has no keys starting with prefix {prefix!r} (its keys: {_sample(list(state))})"
+            f"weights file {path} has no keys starting with prefix {prefix!r} "
+            f"(its keys: {_sample(list(state))})"
         )
     stripped = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
     adapt = getattr(module, "adapt_state_dict", None)

@@ -84,13 +84,17 @@ def test_unmatched_stems_are_listed(tmp_path: Path) -> None:
 def test_aspect_mismatch_names_both_files(tmp_path: Path) -> None:
     make_horses(tmp_path, stems=("horse001",))
     Image.fromarray(np.zeros((MH * 2, MH * 2, 3), dtype=np.uint8)).save(tmp_path / "rgb" / "horse001.jpg")
-    with pytest.raises(ValueError, match=r"aspect mismatch: .*rgb/horse001\.jpg .*figure_ground/horse001\.jpg"):
+    with pytest.raises(
+        ValueError, match=r"aspect mismatch: .*rgb/horse001\.jpg .*figure_ground/horse001\.jpg"
+    ):
         WeizmannHorses(tmp_path)[0]
 
 
 def test_missing_folder(tmp_path: Path) -> None:
     (tmp_path / "rgb").mkdir()
-    with pytest.raises(FileNotFoundError, match="figure_ground: Weizmann horses figure_ground folder not found"):
+    with pytest.raises(
+        FileNotFoundError, match="figure_ground: Weizmann horses figure_ground folder not found"
+    ):
         WeizmannHorses(tmp_path)
 
 

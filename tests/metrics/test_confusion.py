@@ -81,7 +81,9 @@ def test_ignore_index_none_and_custom() -> None:
     pred = torch.tensor([[0, 0], [1, 1]])
     conf = confusion_matrix(pred, target, num_classes=2, ignore_index=11)
     assert torch.equal(conf, torch.tensor([[1, 0], [1, 1]]))
-    with pytest.raises(ValueError, match=r"ground-truth label 11 at pixel \(1, 0\) out of range; expected 0\.\.1$"):
+    with pytest.raises(
+        ValueError, match=r"ground-truth label 11 at pixel \(1, 0\) out of range; expected 0\.\.1$"
+    ):
         confusion_matrix(pred, target, num_classes=2, ignore_index=None)
 
 
@@ -101,7 +103,9 @@ def test_out_of_range_target_names_value_range_and_source() -> None:
 def test_out_of_range_prediction_raises_but_not_under_ignored_pixels() -> None:
     pred = PRED.clone()
     pred[0, 1] = 3
-    with pytest.raises(ValueError, match=r"^x\.png: predicted label 3 at pixel \(0, 1\) out of range; expected 0\.\.2"):
+    with pytest.raises(
+        ValueError, match=r"^x\.png: predicted label 3 at pixel \(0, 1\) out of range; expected 0\.\.2"
+    ):
         confusion_matrix(pred, TARGET, num_classes=3, source="x.png")
     # With 4 clusters, 3 is a legal column.
     assert confusion_matrix(pred, TARGET, num_classes=3, num_clusters=4).shape == (3, 4)
@@ -216,9 +220,13 @@ def test_metric_declares_its_state_and_flags() -> None:
 
 
 def test_metric_argument_errors() -> None:
-    with pytest.raises(ValueError, match=r"unknown matching 'best'; expected None or one of hungarian, majority"):
+    with pytest.raises(
+        ValueError, match=r"unknown matching 'best'; expected None or one of hungarian, majority"
+    ):
         ConfusionMetrics(3, matching="best")
-    with pytest.raises(ValueError, match="num_clusters=4 differs from num_classes=3: cluster ids need a matching"):
+    with pytest.raises(
+        ValueError, match="num_clusters=4 differs from num_classes=3: cluster ids need a matching"
+    ):
         ConfusionMetrics(3, num_clusters=4)
     with pytest.raises(ValueError, match="num_classes must be positive, got 0"):
         ConfusionMetrics(0)

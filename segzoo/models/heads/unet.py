@@ -35,7 +35,8 @@ class UNetEncoder(nn.Module):
         self.depth = depth
         widths = [base_channels * 2**i for i in range(depth + 1)]
         self.blocks = nn.ModuleList(
-            [DoubleConv(in_channels, widths[0])] + [DoubleConv(widths[i - 1], widths[i]) for i in range(1, depth + 1)]
+            [DoubleConv(in_channels, widths[0])]
+            + [DoubleConv(widths[i - 1], widths[i]) for i in range(1, depth + 1)]
         )
         self.pool = nn.MaxPool2d(2)
         self.channels: dict[str, int] = {f"enc{i}": w for i, w in enumerate(widths)}
@@ -166,14 +167,16 @@ def unet(
     if backbone is None:
         if output_stride not in (None, 2**depth):
             raise ValueError(
-                f"the classic 'unet' has a fixed output stride (2**depth = {2**depth}), got output_stride={output_stride}"
+                f"the classic 'unet' has a fixed output stride (2**depth = {2**depth}), "
+                f"got output_stride={output_stride}"
             )
         encoder = UNetEncoder(in_channels=in_channels, base_channels=base_channels, depth=depth)
         widths = [encoder.channels[f"enc{i}"] for i in range(depth + 1)]
         return Segmentor(encoder, UNetDecoder(widths, num_classes))
     if in_channels != 3 or base_channels != 64 or depth != 4:
         raise ValueError(
-            f"in_channels/base_channels/depth configure the classic UNet only; with backbone={backbone!r} leave "
+            f"in_channels/base_channels/depth configure the classic UNet only; with backbone={backbone!r} "
+            "leave "
             f"them at 3/64/4 (got {in_channels}/{base_channels}/{depth})"
         )
     encoder = resnet_backbone("unet", backbone, output_stride, default_stride=32)

@@ -1,0 +1,66 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from segzoo.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+QUICKSTART = REPO / "configs" / "quickstart.yaml"
+
+
+def _tiny(tmp_path, *extra):
+    return [
+        "--config", str(QUICKSTART),
+        "--trainer.max_epochs=1", "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=2",
+        "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
+        f"--trainer.logger.init_args.save_dir={tmp_path}",
+        "--data.dataset_kwargs={num_classes: 3, size: [24, 32], num_samples: 8}",
+        "--data.batch_size=4", "--data.eval_batch_size=4", "--model.init_args.model_kwargs.base_channels=4",
+        *extra,
+    ]
+
+
+def _run_dir(tmp_path, version):
+    return tmp_path / "quickstart" / f"version_{version}"
+
+
+def test_fit_then_test_round_trip(tmp_path, capsys):
+    main(["fit", *_tiny(tmp_path)])
+    run = _run_dir(tmp_path, 0)
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    assert config["model"]["init_args"]["model_kwargs"]["base_channels"] == 4
+    assert config["seed_everything"] == 0
+    fit_report = json.loads((run / "test_metrics.json").read_text())  # test_after_fit: true
+    assert set(fit_report) >= {"aAcc", "mIoU", "mAcc"}
+    assert "per-class results" in capsys.readouterr().out
+    images = list((run / "images").rglob("*.png"))
+    assert images, "the image logger wrote no overlay"
+
+    checkpoint = run / "checkpoints" / "best.ckpt"
+    main(["test", *_tiny(tmp_path), f"--ckpt_path={checkpoint}"])
+    test_report = json.loads((_run_dir(tmp_path, 1) / "test_metrics.json").read_text())
+    assert test_report["mIoU"] == pytest.approx(fit_report["mIoU"])
+
+    main(["fit", *_tiny(tmp_path / "again")])  # same seed: the same numbers
+    assert json.loads((_run_dir(tmp_path / "again", 0) / "test_metrics.json").read_text()) == fit_report
+
+
+def test_print_config_and_overrides(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", str(QUICKSTART), "--data.batch_size=3", "--print_config"])
+    assert exit_info.value.code == 0
+    config = yaml.safe_load(capsys.readouterr().out)
+    assert config["data"]["batch_size"] == 3
+    assert config["model"]["class_path"] == "segzoo.methods.SupervisedSegmentation"
+    assert config["metrics"]["ignore_index"] is None
+
+
+def test_models_command_and_module_entry_point():
+    out = subprocess.run([sys.executable, "-m", "segzoo", "models"], capture_output=True, text=True,
+                         check=True, cwd=REPO).stdout
+    for name in ("unet", "synthetic", "camvid", "supervised"):
+        assert name in out
