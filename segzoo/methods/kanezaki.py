@@ -33,7 +33,7 @@ from PIL import Image
 from segzoo.data.io import read_image_array
 from segzoo.losses.kanezaki import continuity_loss, scribble_loss, similarity_loss
 from segzoo.methods.kanezaki_net import CONV_ORDERS, KanezakiNet, build_net
-from segzoo.ops.superpixels import felzenszwalb, slic, superpixel_vote
+from segzoo.ops.superpixels import felzenszwalb, merge_small_segments, slic, superpixel_vote
 from segzoo.registry import METHODS
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "kanezaki"
@@ -54,7 +54,8 @@ class KanezakiConfig:
     argmax has <= ``min_labels`` distinct labels. Resolution: the net is fitted on the image resized by
     ``fit_scale`` and further shrunk so it has at most ``max_pixels`` pixels (memory guard); labels are
     upsampled (nearest) back. Output: ``vote_output`` paints the final labels by superpixel majority;
-    ``connected_components`` splits each label into its 4-connected regions. Reference mode resizes the
+    ``connected_components`` splits each label into its 4-connected regions; ``min_segment_size`` then
+    merges smaller segments into their longest-boundary neighbour (0: off). Reference mode resizes the
     reference images to ``reference_size`` squared (0 keeps their size).
     """
 
@@ -84,6 +85,7 @@ class KanezakiConfig:
     max_pixels: int = 1_000_000
     vote_output: bool = False
     connected_components: bool = False
+    min_segment_size: int = 0
     reference_size: int = 224
     # Where the values came from, for error messages; not a setting.
     source: str = field(default="<defaults>", compare=False, repr=False)
@@ -108,6 +110,7 @@ class KanezakiConfig:
             (self.lr > 0, "lr", "> 0"),
             (min(self.mu_sim, self.mu_con, self.mu_scr) >= 0, "mu_sim/mu_con/mu_scr", ">= 0"),
             (self.reference_size >= 0, "reference_size", ">= 0"),
+            (self.min_segment_size >= 0, "min_segment_size", ">= 0"),
             (self.slic_n_segments >= 1 and self.fz_min_size >= 0, "slic_n_segments/fz_min_size", ">= 1/0"),
         ]
         for ok, name, expected in checks:
@@ -399,8 +402,12 @@ def _finish(
 ) -> np.ndarray:
     array = labels.cpu().numpy() if isinstance(labels, torch.Tensor) else labels
     array = _resize_nearest(array.astype(np.int64), full_size)
-    if config.connected_components and not keep:
-        array = _split_components(array)
+    if not keep:
+        # Post-processing would renumber scribble classes, so it only runs without scribbles.
+        if config.connected_components:
+            array = _split_components(array)
+        if config.min_segment_size > 1:
+            array = merge_small_segments(array, config.min_segment_size)
     return relabel_first_appearance(array, keep)
 
 

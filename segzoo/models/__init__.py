@@ -1,5 +1,6 @@
 """Supervised segmentation models: backbones, heads, the segmentor joining them, and ``create_model``.
 
+>>> import torch
 >>> from segzoo.models import create_model
 >>> model = create_model("unet", num_classes=3, base_channels=8, depth=2)
 >>> model(torch.rand(1, 3, 33, 47))["out"].shape

@@ -1,14 +1,14 @@
 """Backbones that return a dict of stage features: torchvision ResNets (output stride 32/16/8) and VGG-16.
 
-Every backbone exposes ``channels`` (feature name -> channel count), ``strides`` (feature name -> stride
-w.r.t. the input at output stride 32, divided by dilation otherwise) and ``out_channels`` (channels of its
-last feature). Parameter names equal torchvision's, so a torchvision ImageNet state dict loads directly
+Every backbone exposes ``channels`` (feature name -> channel count), ``strides`` (feature name -> its
+stride relative to the input, accounting for dilation) and ``out_channels`` (channels of its last
+feature). Parameter names equal torchvision's, so a torchvision ImageNet state dict loads directly
 (see :func:`segzoo.models.weights.load_weights`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from torch import Tensor, nn
@@ -18,7 +18,6 @@ from torchvision.models import vgg as tv_vgg
 from segzoo.models.weights import load_weights
 from segzoo.registry import BACKBONES
 
-RESNET_STAGES = ("stem", "layer1", "layer2", "layer3", "layer4")
 VALID_OUTPUT_STRIDES = (8, 16, 32)
 
 
@@ -171,7 +170,7 @@ class VGG16Backbone(nn.Module):
         return out
 
 
-def _resnet_builder(depth: int):
+def _resnet_builder(depth: int) -> Callable[..., nn.Module]:
     def build(
         *, output_stride: int = 32, weights: str | Path | None = None, prefix: str | None = None
     ) -> nn.Module:
@@ -228,18 +227,11 @@ def resnet_backbone(
     return BACKBONES.build(name, output_stride=stride)
 
 
-def count_parameters(module: nn.Module) -> int:
-    """Number of scalar parameters of ``module``."""
-    return sum(p.numel() for p in module.parameters())
-
-
 __all__ = [
     "RESNETS",
     "ResNetBackbone",
     "VGG16Backbone",
     "create_backbone",
-    "count_parameters",
     "resnet_backbone",
-    "RESNET_STAGES",
     "VALID_OUTPUT_STRIDES",
 ]

@@ -143,11 +143,17 @@ def load_weights(
             problems.append(f"{len(mismatched)} shape mismatches ({_sample(mismatched)})")
         if not usable:
             problems.append("no key matches the model")
+        hint = (
+            " Backbone-only weights (e.g. a torchvision ImageNet file) go to the backbone: "
+            "create_model(..., backbone_weights=path)."
+            if hasattr(module, "backbone")
+            else ""
+        )
         raise WeightsMismatchError(
             f"weights file {path} does not fit {type(module).__name__} (stripped prefix {prefix!r}): "
             + "; ".join(problems)
             + ". Check the file is for this model/backbone, or pass prefix=... (e.g. 'model.' or "
-            "'model.backbone.') or strict=False to load only the matching keys."
+            "'model.backbone.') or strict=False to load only the matching keys." + hint
         )
     module.load_state_dict(usable, strict=False)
     return LoadReport(prefix, sorted(usable), missing, unexpected, mismatched)

@@ -1,5 +1,11 @@
 """Tensor-level building blocks shared by the methods."""
 
-from segzoo.ops.superpixels import felzenszwalb, relabel_sequential, slic, superpixel_vote
+from segzoo.ops.superpixels import (
+    felzenszwalb,
+    merge_small_segments,
+    relabel_sequential,
+    slic,
+    superpixel_vote,
+)
 
-__all__ = ["felzenszwalb", "relabel_sequential", "slic", "superpixel_vote"]
+__all__ = ["felzenszwalb", "merge_small_segments", "relabel_sequential", "slic", "superpixel_vote"]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 from skimage import segmentation as _seg
 
 
@@ -87,3 +89,39 @@ def superpixel_vote(
         )
     winner = counts.view(num_segments, num_labels).argmax(dim=1)
     return winner[segments]
+
+
+def merge_small_segments(labels: np.ndarray, min_size: int) -> np.ndarray:
+    """Merge every segment smaller than ``min_size`` pixels into the neighbour it shares the longest
+    4-connected boundary with (ties: the smallest id), repeating until none is left that has a neighbour.
+
+    Returns an int64 map with contiguous ids from 0. Works on any HxW integer map (segments need not be
+    connected); all merges of a round are applied at once through the connected components of the
+    "merges into" graph, so chains of small segments collapse together.
+    """
+    labels = relabel_sequential(np.asarray(labels))
+    if labels.ndim != 2:
+        raise ValueError(f"merge_small_segments: expected an HxW label map, got shape {labels.shape}")
+    while True:
+        n = int(labels.max()) + 1
+        small = np.bincount(labels.ravel(), minlength=n) < min_size
+        if n == 1 or not small.any():
+            return labels
+        a = np.concatenate([labels[:, :-1].ravel(), labels[:-1, :].ravel()])
+        b = np.concatenate([labels[:, 1:].ravel(), labels[1:, :].ravel()])
+        differ = a != b
+        src = np.concatenate([a[differ], b[differ]])
+        dst = np.concatenate([b[differ], a[differ]])
+        from_small = small[src]
+        if not from_small.any():
+            return labels
+        pairs, counts = np.unique(src[from_small] * n + dst[from_small], return_counts=True)
+        psrc, pdst = pairs // n, pairs % n
+        # Per source: longest shared boundary first, then the smallest neighbour id.
+        order = np.lexsort((pdst, -counts, psrc))
+        first = np.ones(len(order), dtype=bool)
+        first[1:] = psrc[order][1:] != psrc[order][:-1]
+        chosen = order[first]
+        graph = coo_matrix((np.ones(len(chosen)), (psrc[chosen], pdst[chosen])), shape=(n, n))
+        _, component = connected_components(graph, directed=True, connection="weak")
+        labels = relabel_sequential(component[labels])

@@ -331,3 +331,12 @@ def test_freeze_bn_survives_train_calls_and_keeps_loaded_statistics(tmp_path):
     torch.testing.assert_close(model.backbone.bn1.running_mean, source.backbone.bn1.running_mean)
     # only the backbone is frozen: the head's BatchNorm still trains
     assert model.head.block[1].training and model.head.block[1].weight.requires_grad
+
+
+def test_backbone_file_given_as_model_weights_points_to_backbone_weights(tmp_path):
+    import torchvision
+
+    path = tmp_path / "resnet18.pth"
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), path)
+    with pytest.raises(ValueError, match=r"resnet18\.pth does not fit Segmentor.*backbone_weights=path"):
+        create_model("fcn", num_classes=3, backbone="resnet18", weights=path)
