@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 import lightning as L
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
-from segzoo.callbacks import SegmentationMetrics
+from segzoo.callbacks import PredictionWriter, SegmentationMetrics
 from segzoo.data.datamodule import SegDataModule
 
 DESCRIPTION = (
@@ -20,7 +20,8 @@ DESCRIPTION = (
 
 class SegzooCLI(LightningCLI):
     """LightningCLI with segzoo's datamodule, the shared metric callback always on, a CSV logger and a
-    fixed default seed, and an optional test of the best checkpoint after ``fit``."""
+    fixed default seed, an optional test of the best checkpoint after ``fit``, and ``predict`` writing
+    label PNGs and overlays (to ``--output_dir``, default ``<log dir>/predictions``)."""
 
     def __init__(self, args: Sequence[str] | None = None, run: bool = True) -> None:
         super().__init__(
@@ -44,6 +45,10 @@ class SegzooCLI(LightningCLI):
             "--test_after_fit", type=bool, default=False,
             help="after fit, run test on the best checkpoint (or the last weights without a checkpoint)",
         )
+        parser.add_argument(
+            "--output_dir", type=str | None, default=None,
+            help="predict: folder for label PNGs and overlays (default: <log dir>/predictions)",
+        )
 
     def after_fit(self) -> None:
         if not self.config[self.subcommand].get("test_after_fit"):
@@ -51,6 +56,17 @@ class SegzooCLI(LightningCLI):
         checkpoint = self.trainer.checkpoint_callback
         best = getattr(checkpoint, "best_model_path", "") if checkpoint is not None else ""
         self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None)
+
+
+    def before_predict(self) -> None:
+        if not any(isinstance(c, PredictionWriter) for c in self.trainer.callbacks):
+            output_dir = self.config[self.subcommand].get("output_dir")
+            output_dir = output_dir or f"{self.trainer.log_dir or self.trainer.default_root_dir}/predictions"
+            self.trainer.callbacks.append(PredictionWriter(output_dir))
+        predict_config = self.config_init[self.subcommand]
+        if predict_config.get("return_predictions") is None:
+            # The writer has them on disk; keeping every prediction in memory too would not scale.
+            predict_config["return_predictions"] = False
 
 
 def _models_command(argv: Sequence[str]) -> int:

@@ -3,8 +3,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
+from PIL import Image
 
 from segzoo.cli import main
 
@@ -47,6 +49,20 @@ def test_fit_then_test_round_trip(tmp_path, capsys):
 
     main(["fit", *_tiny(tmp_path / "again")])  # same seed: the same numbers
     assert json.loads((_run_dir(tmp_path / "again", 0) / "test_metrics.json").read_text()) == fit_report
+
+    inputs = tmp_path / "photos"
+    inputs.mkdir()
+    for i, size in enumerate([(20, 30), (25, 17)]):
+        Image.new("RGB", size[::-1], (40 * i, 90, 200)).save(inputs / f"p{i}.png")
+    predict = ["predict", *_tiny(tmp_path), f"--ckpt_path={checkpoint}", f"--data.predict_root={inputs}"]
+    main([*predict, f"--output_dir={tmp_path / 'pred'}"])
+    labels = sorted((tmp_path / "pred" / "labels").iterdir())
+    assert [p.name for p in labels] == ["p0.png", "p1.png"]
+    assert np.asarray(Image.open(labels[1])).shape == (25, 17)  # written at the input's own size
+    assert len(list((tmp_path / "pred" / "overlays").iterdir())) == 2
+    with pytest.raises(ValueError, match="input folder"):
+        main([*predict, f"--output_dir={inputs}"])
+    assert sorted(p.name for p in inputs.iterdir()) == ["p0.png", "p1.png"]
 
 
 def test_print_config_and_overrides(capsys):

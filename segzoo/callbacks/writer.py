@@ -274,7 +274,7 @@ class PredictionWriter(BasePredictionWriter):
             alpha=self.alpha,
             ignore_index=self._settings(trainer)["ignore_index"],
         )
-        atomic_save(Image.fromarray(blended), path, format="JPEG", quality=90)
+        atomic_save(Image.fromarray(blended), path, format="JPEG", quality=95, subsampling=0)
 
     def _batch_image(
         self, trainer: pl.Trainer, image: torch.Tensor, meta: Mapping[str, Any], size: tuple[int, int]

@@ -16,7 +16,9 @@ def continuity_loss(response: torch.Tensor) -> torch.Tensor:
     maps still give a finite value.
     """
     if response.ndim != 4:
-        raise ValueError(f"continuity_loss: expected a [B, C, H, W] response, got shape {tuple(response.shape)}")
+        raise ValueError(
+            f"continuity_loss: expected a [B, C, H, W] response, got shape {tuple(response.shape)}"
+        )
     loss = response.new_zeros(())
     if response.shape[-2] > 1:
         loss = loss + (response[..., 1:, :] - response[..., :-1, :]).abs().mean()

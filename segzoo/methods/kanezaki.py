@@ -18,7 +18,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, overload
@@ -56,7 +57,8 @@ class KanezakiConfig:
     upsampled (nearest) back. Output: ``vote_output`` paints the final labels by superpixel majority;
     ``connected_components`` splits each label into its 4-connected regions; ``min_segment_size`` then
     merges smaller segments into their longest-boundary neighbour (0: off). Reference mode resizes the
-    reference images to ``reference_size`` squared (0 keeps their size).
+    reference images to ``reference_size`` squared (0 keeps their size). ``num_threads`` > 0 sets torch's
+    intra-op threads while fitting (restored afterwards); 0 leaves them alone.
     """
 
     presegmentation: str = "slic"
@@ -87,6 +89,7 @@ class KanezakiConfig:
     connected_components: bool = False
     min_segment_size: int = 0
     reference_size: int = 224
+    num_threads: int = 0
     # Where the values came from, for error messages; not a setting.
     source: str = field(default="<defaults>", compare=False, repr=False)
 
@@ -111,6 +114,7 @@ class KanezakiConfig:
             (min(self.mu_sim, self.mu_con, self.mu_scr) >= 0, "mu_sim/mu_con/mu_scr", ">= 0"),
             (self.reference_size >= 0, "reference_size", ">= 0"),
             (self.min_segment_size >= 0, "min_segment_size", ">= 0"),
+            (self.num_threads >= 0, "num_threads", ">= 0"),
             (self.slic_n_segments >= 1 and self.fz_min_size >= 0, "slic_n_segments/fz_min_size", ">= 1/0"),
         ]
         for ok, name, expected in checks:
@@ -134,7 +138,9 @@ def _coerce(name: str, value: Any, default: Any, source: str) -> Any:
             raise bad
         return int(value)
     if isinstance(default, float):
-        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        if isinstance(value, (bool, np.bool_)) or not isinstance(
+            value, (int, float, np.integer, np.floating)
+        ):
             raise bad
         return float(value)
     if isinstance(default, str):
@@ -202,6 +208,21 @@ def resolve_config(preset: str | KanezakiConfig = "fast", **overrides: Any) -> K
     return dataclasses.replace(config, **overrides, source=source)
 
 
+@contextmanager
+def _torch_threads(n: int) -> Iterator[None]:
+    """Use ``n`` intra-op threads inside the block (0: unchanged); small convs on a busy CPU often run
+    faster on fewer threads."""
+    if n <= 0:
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 @dataclass
 class SegmentInfo:
     """What one :func:`segment` call did: updates made, label count (before refinement) per update, whether
@@ -257,7 +278,7 @@ def working_sizes(height: int, width: int, config: KanezakiConfig) -> tuple[tupl
 def _resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     if image.shape[:2] == size:
         return image
-    return np.asarray(Image.fromarray(image).resize((size[1], size[0]), Image.Resampling.BILINEAR))
+    return np.array(Image.fromarray(image).resize((size[1], size[0]), Image.Resampling.BILINEAR))
 
 
 def _resize_nearest(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -325,7 +346,7 @@ class _Problem:
         self.output_size, self.fit_size = output_size, fit_size
         out_image = _resize_image(image, output_size)
         fit_image = _resize_image(out_image, fit_size)
-        self.x = torch.from_numpy(fit_image).to(device).permute(2, 0, 1)[None].float().div_(255.0)
+        self.x = torch.from_numpy(np.array(fit_image)).to(device).permute(2, 0, 1)[None].float().div_(255.0)
         # Superpixels are computed once at the output resolution, so their parameters keep their meaning
         # in output pixels whatever fit_scale is; the fitting copy is a nearest-neighbour subsample.
         segments = presegment(out_image, config)
@@ -360,7 +381,9 @@ def _targets(logits: torch.Tensor, problem: _Problem, n_channels: int) -> tuple[
     return target, n_labels
 
 
-def _loss(logits: torch.Tensor, target: torch.Tensor, problem: _Problem, config: KanezakiConfig) -> torch.Tensor:
+def _loss(
+    logits: torch.Tensor, target: torch.Tensor, problem: _Problem, config: KanezakiConfig
+) -> torch.Tensor:
     loss = logits.new_zeros(())
     if problem.scribbles is not None:
         scribbled = problem.scribbles != config.scribble_unlabelled
@@ -389,7 +412,9 @@ def _predict(net: KanezakiNet, problem: _Problem, config: KanezakiConfig) -> tor
         labels = F.interpolate(labels[None, None].float(), size=problem.output_size, mode="nearest-exact")
         labels = labels[0, 0].long()
     if config.vote_output and problem.segments_out is not None:
-        voted = superpixel_vote(labels.reshape(-1), problem.segments_out, problem.num_segments, net.n_channels)
+        voted = superpixel_vote(
+            labels.reshape(-1), problem.segments_out, problem.num_segments, net.n_channels
+        )
         labels = voted.view_as(labels)
     if problem.scribbles_out is not None and config.clamp_scribbles:
         scribbled = problem.scribbles_out != config.scribble_unlabelled
@@ -416,14 +441,15 @@ def _check_scribbles(scribbles: Any, size: tuple[int, int], config: KanezakiConf
     if array.shape != size or not np.issubdtype(array.dtype, np.integer):
         raise ValueError(
             f"scribbles must be an integer label image of the image's size {size} (H, W) with "
-            f"{config.scribble_unlabelled} where unscribbled; got dtype {array.dtype} with shape {array.shape}"
+            f"{config.scribble_unlabelled} where unscribbled; got dtype {array.dtype} with shape "
+            f"{array.shape}"
         )
     array = array.astype(np.int64)
     labelled = array[array != config.scribble_unlabelled]
     if labelled.size and (labelled.min() < 0 or labelled.max() >= config.n_channels):
         raise ValueError(
-            f"scribble labels must be in [0, {config.n_channels}) (n_channels) or {config.scribble_unlabelled} "
-            f"(unlabelled); got values {labelled.min()}..{labelled.max()}"
+            f"scribble labels must be in [0, {config.n_channels}) (n_channels) or "
+            f"{config.scribble_unlabelled} (unlabelled); got values {labelled.min()}..{labelled.max()}"
         )
     return array
 
@@ -498,9 +524,11 @@ def segment(
         return (labels, info) if return_info else labels
     dev = _resolve_device(device)
     # Lightning runs test/predict under inference mode; fitting needs autograd whatever the caller's mode.
-    with torch.inference_mode(False), torch.enable_grad():
+    with torch.inference_mode(False), torch.enable_grad(), _torch_threads(config.num_threads):
         problem = _Problem(rgb, config, dev, output_size, fit_size, scribble_map)
-        net = build_net(config.widths, config.kernel_sizes, config.n_channels, config.conv_order, seed, device=dev)
+        net = build_net(
+            config.widths, config.kernel_sizes, config.n_channels, config.conv_order, seed, device=dev
+        )
         net.train()
         optimizer = _make_optimizer(net, config)
         history: list[int] = []
@@ -546,7 +574,7 @@ def fit_reference(
         raise ValueError("fit_reference: no reference images given")
     config = resolve_config(preset, **overrides)
     dev = _resolve_device(device)
-    with torch.inference_mode(False), torch.enable_grad():
+    with torch.inference_mode(False), torch.enable_grad(), _torch_threads(config.num_threads):
         problems = []
         for image in images:
             rgb = to_rgb_uint8(image)
@@ -560,7 +588,9 @@ def fit_reference(
                     "to fit (needs at least 2 pixels)"
                 )
             problems.append(_Problem(rgb, config, dev, output_size, fit_size))
-        net = build_net(config.widths, config.kernel_sizes, config.n_channels, config.conv_order, seed, device=dev)
+        net = build_net(
+            config.widths, config.kernel_sizes, config.n_channels, config.conv_order, seed, device=dev
+        )
         net.train()
         optimizer = _make_optimizer(net, config)
         for _ in range(config.max_iter):
@@ -570,6 +600,7 @@ def fit_reference(
                 target, _ = _targets(logits, problem, config.n_channels)
                 _loss(logits, target, problem, config).backward()
                 optimizer.step()
+    net.zero_grad(set_to_none=True)
     net.config = config
     return net
 
@@ -672,7 +703,9 @@ class KanezakiSegmentation(L.LightningModule):
         """Segment the batch; ``{"pred", "target", "masks"}`` per docs/design.md."""
         return self._eval_step(batch)
 
-    def predict_step(self, batch: Mapping[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
+    def predict_step(
+        self, batch: Mapping[str, Any], batch_idx: int, dataloader_idx: int = 0
+    ) -> dict[str, Any]:
         """Segment the batch; ``{"pred", "meta"}`` per docs/design.md."""
         return {"pred": self.segment_batch(batch), "meta": batch.get("meta")}
 

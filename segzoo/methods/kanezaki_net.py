@@ -39,7 +39,7 @@ class KanezakiNet(nn.Module):
             raise ValueError(f"conv_order must be one of {CONV_ORDERS}, got {conv_order!r}")
         layers: list[nn.Module] = []
         prev = in_channels
-        for width, k in zip(widths, kernel_sizes):
+        for width, k in zip(widths, kernel_sizes, strict=True):
             if k < 1 or k % 2 == 0:
                 raise ValueError(f"kernel sizes must be odd and positive (same-size output), got {k}")
             conv = nn.Conv2d(prev, width, kernel_size=k, padding=k // 2, device="meta")

@@ -25,8 +25,10 @@ class SupervisedSegmentation(L.LightningModule):
         optimizer: ``"sgd"`` or ``"adamw"``; ``lr`` applies to the backbone, ``lr * head_lr_mult`` to the rest.
         warmup_steps, warmup_ratio, poly_power: linear warm-up from ``lr * warmup_ratio``, then poly decay
             over the trainer's total steps.
-        inference: ``"whole"`` or ``"slide"`` (with ``crop_size`` and ``stride``) for val/test/predict;
-            ``scales`` and ``flip`` add multi-scale and flipped views.
+        inference: ``"whole"`` or ``"slide"`` (windows of ``slide_crop_size`` every ``slide_stride`` pixels)
+            for val/test/predict; ``scales`` and ``flip`` add multi-scale and flipped views. (Not named
+            ``crop_size``: Lightning merges the module's and the datamodule's hyperparameters and refuses
+            one key with two values, and the datamodule's ``crop_size`` is the training crop.)
     """
 
     def __init__(
@@ -46,8 +48,8 @@ class SupervisedSegmentation(L.LightningModule):
         warmup_ratio: float = 0.1,
         poly_power: float = 0.9,
         inference: str = "whole",
-        crop_size: list[int] | None = None,
-        stride: list[int] | None = None,
+        slide_crop_size: list[int] | None = None,
+        slide_stride: list[int] | None = None,
         scales: list[float] = (1.0,),  # type: ignore[assignment]
         flip: bool = False,
     ) -> None:
@@ -56,6 +58,11 @@ class SupervisedSegmentation(L.LightningModule):
             raise ValueError(f"optimizer must be 'sgd' or 'adamw', got {optimizer!r}")
         if inference not in ("whole", "slide"):
             raise ValueError(f"inference must be 'whole' or 'slide', got {inference!r}")
+        if inference == "slide" and (slide_crop_size is None or slide_stride is None):
+            raise ValueError(
+                f"inference='slide' needs slide_crop_size and slide_stride, got {slide_crop_size!r} and "
+                f"{slide_stride!r}"
+            )
         self.save_hyperparameters(ignore=["model"] if isinstance(model, nn.Module) else None)
         self.model: nn.Module | None = model if isinstance(model, nn.Module) else None
         if class_weights is not None:
@@ -109,7 +116,7 @@ class SupervisedSegmentation(L.LightningModule):
         hp = self.hparams
         return infer_logits(
             lambda x: self.model(x)["out"], image, self.num_classes, mode=hp.inference,
-            crop_size=hp.crop_size, stride=hp.stride, scales=tuple(hp.scales), flip=hp.flip,
+            crop_size=hp.slide_crop_size, stride=hp.slide_stride, scales=tuple(hp.scales), flip=hp.flip,
         )
 
     def _eval_step(self, batch: dict[str, Any], stage: str) -> dict[str, torch.Tensor]:

@@ -119,7 +119,7 @@ def make_trainer(tmp_path: Path, logger, callback: ImageLogger, epochs: int = 1)
 
 
 def expected_grid_size(n: int, columns: int = 3) -> tuple[int, int]:
-    """(H, W) of the grid of the first n samples: rows as tall as the sample, columns as wide as the widest."""
+    """(H, W) of the grid of the first n samples: rows as tall as the sample, columns as the widest."""
     height = sum(h for h, _ in SIZES[:n]) + PAD * (n + 1)
     width = columns * max(w for _, w in SIZES[:n]) + PAD * (columns + 1)
     return height, width
@@ -229,3 +229,44 @@ def test_rejects_outputs_without_pred_and_bad_arguments(tmp_path):
         ImageLogger(num_samples=0)
     with pytest.raises(ValueError, match=r"unknown stage\(s\) \['train'\]"):
         ImageLogger(stages=("train",))
+
+
+def test_wandb_logger_gets_log_image(tmp_path):
+    from types import SimpleNamespace
+
+    from lightning.pytorch.loggers import WandbLogger
+    from lightning.pytorch.trainer.states import TrainerFn
+
+    class RecordingWandb(WandbLogger):
+        """A WandbLogger that records log_image calls instead of starting a W&B run."""
+
+        def __init__(self) -> None:
+            self.calls: list[dict] = []
+
+        def log_image(self, key, images, step=None, **kwargs):
+            self.calls.append({"key": key, "images": images, "step": step})
+
+    logger = RecordingWandb()
+    data = TinyData()
+    trainer = SimpleNamespace(
+        loggers=[logger],
+        datamodule=data,
+        sanity_checking=False,
+        is_global_zero=True,
+        state=SimpleNamespace(fn=TrainerFn.VALIDATING),
+        current_epoch=0,
+        global_step=7,
+        default_root_dir=tmp_path,
+    )
+    callback = ImageLogger(num_samples=2)
+    batch = collate(data.samples[:2])
+    outputs = {"pred": torch.zeros(2, *batch["image"].shape[-2:], dtype=torch.long)}  # no target: mask used
+    callback.on_validation_epoch_start(trainer, None)
+    callback.on_validation_batch_end(trainer, None, outputs, batch, 0)
+    callback.on_validation_epoch_end(trainer, None)
+
+    (call,) = logger.calls
+    assert call["key"] == "val/samples" and call["step"] == 7
+    (picture,) = call["images"]
+    assert picture.shape[:2] == expected_grid_size(2)
+    assert not (tmp_path / "images").exists()
