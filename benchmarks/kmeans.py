@@ -26,6 +26,7 @@ import torch
 from fast_pytorch_kmeans import KMeans as FastKMeans
 from sklearn.cluster import KMeans as SkKMeans
 from sklearn.cluster import kmeans_plusplus
+from threadpoolctl import threadpool_limits
 
 from segzoo.ops.kmeans import kmeans
 
@@ -118,7 +119,13 @@ def main() -> None:
     parser.add_argument("--modes", type=int, default=48, help="directions the synthetic points scatter around")
     parser.add_argument("--noise", type=float, default=1.0, help="noise around the directions")
     parser.add_argument("--seed", type=int, default=0)
-    run(parser.parse_args())
+    parser.add_argument(
+        "--threads", type=int, default=1, help="threads for every library (torch, OpenMP, BLAS); see docs"
+    )
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    with threadpool_limits(limits=args.threads):
+        run(args)
 
 
 if __name__ == "__main__":

@@ -31,7 +31,10 @@ class SegzooCLI(LightningCLI):
             seed_everything_default=0,
             save_config_kwargs={"overwrite": False},
             trainer_defaults={
-                "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": "runs"}}
+                "logger": {
+                    "class_path": "lightning.pytorch.loggers.CSVLogger",
+                    "init_args": {"save_dir": "runs"},
+                }
             },
             parser_kwargs={"description": DESCRIPTION},
             auto_configure_optimizers=False,
@@ -42,11 +45,15 @@ class SegzooCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(SegmentationMetrics, "metrics")
         parser.add_argument(
-            "--test_after_fit", type=bool, default=False,
+            "--test_after_fit",
+            type=bool,
+            default=False,
             help="after fit, run test on the best checkpoint (or the last weights without a checkpoint)",
         )
         parser.add_argument(
-            "--output_dir", type=str | None, default=None,
+            "--output_dir",
+            type=str | None,
+            default=None,
             help="predict: folder for label PNGs and overlays (default: <log dir>/predictions)",
         )
 
@@ -56,7 +63,6 @@ class SegzooCLI(LightningCLI):
         checkpoint = self.trainer.checkpoint_callback
         best = getattr(checkpoint, "best_model_path", "") if checkpoint is not None else ""
         self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None)
-
 
     def before_predict(self) -> None:
         if not any(isinstance(c, PredictionWriter) for c in self.trainer.callbacks):
@@ -82,8 +88,12 @@ def _models_command(argv: Sequence[str]) -> int:
     table = Table(title="segzoo registry")
     table.add_column("kind")
     table.add_column("names")
-    for title, registry in (("models", MODELS), ("backbones", BACKBONES), ("methods", METHODS),
-                            ("datasets", DATASETS)):
+    for title, registry in (
+        ("models", MODELS),
+        ("backbones", BACKBONES),
+        ("methods", METHODS),
+        ("datasets", DATASETS),
+    ):
         table.add_row(title, ", ".join(registry.names()))
     Console().print(table)
     return 0

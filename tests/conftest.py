@@ -20,5 +20,7 @@ def shared_data() -> Path:
     """The real-data root; the test is skipped with a reason when it is absent."""
     root = shared_data_root()
     if not root.is_dir():
-        pytest.skip(f"real data not found at {root} (set SEGZOO_DATA to the folder with bsds500/, camvid/, ...)")
+        pytest.skip(
+            f"real data not found at {root} (set SEGZOO_DATA to the folder with bsds500/, camvid/, ...)"
+        )
     return root

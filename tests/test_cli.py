@@ -16,12 +16,18 @@ QUICKSTART = REPO / "configs" / "quickstart.yaml"
 
 def _tiny(tmp_path, *extra):
     return [
-        "--config", str(QUICKSTART),
-        "--trainer.max_epochs=1", "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=2",
-        "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
+        "--config",
+        str(QUICKSTART),
+        "--trainer.max_epochs=1",
+        "--trainer.limit_train_batches=2",
+        "--trainer.limit_val_batches=2",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.enable_model_summary=false",
         f"--trainer.logger.init_args.save_dir={tmp_path}",
         "--data.dataset_kwargs={num_classes: 3, size: [24, 32], num_samples: 8}",
-        "--data.batch_size=4", "--data.eval_batch_size=4", "--model.init_args.model_kwargs.base_channels=4",
+        "--data.batch_size=4",
+        "--data.eval_batch_size=4",
+        "--model.init_args.model_kwargs.base_channels=4",
         *extra,
     ]
 
@@ -76,7 +82,8 @@ def test_print_config_and_overrides(capsys):
 
 
 def test_models_command_and_module_entry_point():
-    out = subprocess.run([sys.executable, "-m", "segzoo", "models"], capture_output=True, text=True,
-                         check=True, cwd=REPO).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "segzoo", "models"], capture_output=True, text=True, check=True, cwd=REPO
+    ).stdout
     for name in ("unet", "synthetic", "camvid", "supervised"):
         assert name in out

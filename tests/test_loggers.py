@@ -8,15 +8,25 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _fit(tmp_path, logger_config):
-    main([
-        "fit", "--config", str(REPO / "configs" / "quickstart.yaml"),
-        "--config", str(REPO / "configs" / "loggers" / logger_config),
-        f"--trainer.logger.init_args.save_dir={tmp_path}",
-        "--trainer.max_epochs=1", "--trainer.limit_train_batches=1", "--trainer.limit_val_batches=1",
-        "--trainer.enable_progress_bar=false", "--test_after_fit=false",
-        "--data.dataset_kwargs={num_classes: 3, size: [24, 32], num_samples: 4}",
-        "--data.batch_size=2", "--data.eval_batch_size=2", "--model.init_args.model_kwargs.base_channels=4",
-    ])
+    main(
+        [
+            "fit",
+            "--config",
+            str(REPO / "configs" / "quickstart.yaml"),
+            "--config",
+            str(REPO / "configs" / "loggers" / logger_config),
+            f"--trainer.logger.init_args.save_dir={tmp_path}",
+            "--trainer.max_epochs=1",
+            "--trainer.limit_train_batches=1",
+            "--trainer.limit_val_batches=1",
+            "--trainer.enable_progress_bar=false",
+            "--test_after_fit=false",
+            "--data.dataset_kwargs={num_classes: 3, size: [24, 32], num_samples: 4}",
+            "--data.batch_size=2",
+            "--data.eval_batch_size=2",
+            "--model.init_args.model_kwargs.base_channels=4",
+        ]
+    )
 
 
 def test_tensorboard_logger_gets_scalars_and_images(tmp_path):

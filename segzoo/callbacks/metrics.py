@@ -66,7 +66,9 @@ class SegmentationMetrics(L.Callback):
             return None
         if stage not in self.confusion:
             self.confusion[stage] = ConfusionMetrics(
-                self.num_classes, ignore_index=self.ignore_index, matching=self.matching,
+                self.num_classes,
+                ignore_index=self.ignore_index,
+                matching=self.matching,
                 num_clusters=self.num_clusters,
             )
         return self.confusion[stage].to(device)
@@ -75,7 +77,9 @@ class SegmentationMetrics(L.Callback):
         if not isinstance(outputs, dict) or "pred" not in outputs:
             return
         pred = outputs["pred"]
-        sources = [m.get("path") for m in batch["meta"]] if isinstance(batch, dict) and "meta" in batch else None
+        sources = (
+            [m.get("path") for m in batch["meta"]] if isinstance(batch, dict) and "meta" in batch else None
+        )
         target = outputs.get("target")
         metric = self._metric(stage, pred.device) if target is not None else None
         if metric is not None:
@@ -95,12 +99,15 @@ class SegmentationMetrics(L.Callback):
             self.bsds[stage].reset()
         scalars = {f"{stage}/{k}": float(v) for k, v in results.items() if isinstance(v, float | int)}
         if scalars:
-            pl_module.log_dict(scalars)  # already reduced across processes by the metric
+            # Already reduced across processes by the metric: every rank holds the same values.
+            pl_module.log_dict(scalars, sync_dist=True)
         self.last_results[stage] = results
         return results
 
     # -- hooks ----------------------------------------------------------------------------------------
-    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+    def on_validation_batch_end(
+        self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0
+    ) -> None:
         if not trainer.sanity_checking:
             self._update("val", pl_module, outputs, batch)
 
@@ -138,8 +145,11 @@ class SegmentationMetrics(L.Callback):
             for name, iou, acc in rows:
                 table.add_row(name, _fmt(iou), _fmt(acc))
             console.print(table)
-        console.print("  ".join(f"{k}: {_fmt(v * 100 if k in ('aAcc', 'mIoU', 'mAcc') else v)}"
-                                for k, v in summary.items()))
+        console.print(
+            "  ".join(
+                f"{k}: {_fmt(v * 100 if k in ('aAcc', 'mIoU', 'mAcc') else v)}" for k, v in summary.items()
+            )
+        )
         folder.mkdir(parents=True, exist_ok=True)
         with open(folder / f"{self.output_name}.csv", "w", newline="") as fh:
             writer = csv.writer(fh)

@@ -43,8 +43,10 @@ def collate_samples(samples: Sequence[dict[str, Any]], ignore_index: int = 255) 
         if key in _PADDED_KEYS:
             fill = ignore_index if key in _LABEL_KEYS else 0
             batch[key] = torch.stack([_pad_to(v, height, width, fill) for v in values])
-        elif isinstance(values[0], torch.Tensor) and key != "masks" and all(
-            v.shape == values[0].shape for v in values
+        elif (
+            isinstance(values[0], torch.Tensor)
+            and key != "masks"
+            and all(v.shape == values[0].shape for v in values)
         ):
             batch[key] = torch.stack([v.as_subclass(torch.Tensor) for v in values])
         else:

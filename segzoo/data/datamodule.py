@@ -29,7 +29,9 @@ def resolve_root(root: str | Path | None) -> Path | None:
         return None
     text = str(root)
     if "SEGZOO_DATA" in text and "SEGZOO_DATA" not in os.environ:
-        text = text.replace("${SEGZOO_DATA}", str(DEFAULT_DATA_DIR)).replace("$SEGZOO_DATA", str(DEFAULT_DATA_DIR))
+        text = text.replace("${SEGZOO_DATA}", str(DEFAULT_DATA_DIR)).replace(
+            "$SEGZOO_DATA", str(DEFAULT_DATA_DIR)
+        )
     return Path(os.path.expanduser(os.path.expandvars(text)))
 
 
@@ -95,8 +97,13 @@ class SegDataModule(L.LightningDataModule):
         self.seed = seed
         aug = dict(resize=resize, mean=self.mean, std=self.std)
         self.train_transforms = train_transforms or build_transforms(
-            True, crop_size=crop_size, scale_range=scale_range, hflip=hflip, color_jitter=color_jitter,
-            ignore_index=self.ignore_index, **aug,
+            True,
+            crop_size=crop_size,
+            scale_range=scale_range,
+            hflip=hflip,
+            color_jitter=color_jitter,
+            ignore_index=self.ignore_index,
+            **aug,
         )
         self.eval_transforms = eval_transforms or build_transforms(False, **aug)
         self.datasets: dict[str, Dataset] = {}
@@ -125,7 +132,9 @@ class SegDataModule(L.LightningDataModule):
         return int(DATASETS.get(self.dataset_name).ignore_index)
 
     # -- building -------------------------------------------------------------------------------------
-    def _build(self, split: str, transforms: Callable | None, name: str | None = None, root: Path | None = None):
+    def _build(
+        self, split: str, transforms: Callable | None, name: str | None = None, root: Path | None = None
+    ):
         name = name or self.dataset_name
         kwargs = {} if name != self.dataset_name else self.dataset_kwargs
         return DATASETS.get(name)(root=root or self.root, split=split, transforms=transforms, **kwargs)
@@ -195,4 +204,3 @@ class SegDataModule(L.LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         return self._loader("predict", self.eval_batch_size, shuffle=False)
-

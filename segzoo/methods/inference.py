@@ -20,7 +20,11 @@ def _windows(size: int, crop: int, stride: int) -> list[int]:
 
 
 def slide_logits(
-    logits_fn: Logits, image: torch.Tensor, num_classes: int, crop_size: Sequence[int], stride: Sequence[int],
+    logits_fn: Logits,
+    image: torch.Tensor,
+    num_classes: int,
+    crop_size: Sequence[int],
+    stride: Sequence[int],
     window_batch: int = 4,
 ) -> torch.Tensor:
     """Sliding-window logits [B, C, H, W]: windows of ``crop_size`` every ``stride`` pixels (the last

@@ -9,7 +9,11 @@ from torch.optim.lr_scheduler import LambdaLR
 
 
 def poly_with_warmup(
-    optimizer: Optimizer, total_steps: int, warmup_steps: int = 0, warmup_ratio: float = 0.1, power: float = 0.9
+    optimizer: Optimizer,
+    total_steps: int,
+    warmup_steps: int = 0,
+    warmup_ratio: float = 0.1,
+    power: float = 0.9,
 ) -> LambdaLR:
     """Linear warm-up from ``warmup_ratio`` x lr over ``warmup_steps``, then ``(1 - t/T) ** power``."""
     if total_steps < 1:

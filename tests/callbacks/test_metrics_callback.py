@@ -67,8 +67,13 @@ def _expected(samples):
 def test_test_report_matches_a_direct_computation(tmp_path, capsys):
     samples = _samples()
     callback = SegmentationMetrics()
-    trainer = L.Trainer(accelerator="cpu", logger=CSVLogger(tmp_path), callbacks=[callback],
-                        enable_progress_bar=False, enable_model_summary=False)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        logger=CSVLogger(tmp_path),
+        callbacks=[callback],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     results = trainer.test(Shift(), datamodule=DM(samples))[0]
     expected = _expected(samples)
     for key in ("aAcc", "mIoU", "mAcc"):
@@ -86,8 +91,13 @@ def test_test_report_matches_a_direct_computation(tmp_path, capsys):
 def test_validation_logs_each_epoch_and_resets(tmp_path):
     samples = _samples()
     callback = SegmentationMetrics()
-    trainer = L.Trainer(accelerator="cpu", logger=False, callbacks=[callback], enable_progress_bar=False,
-                        enable_model_summary=False)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        logger=False,
+        callbacks=[callback],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     first = trainer.validate(Shift(), datamodule=DM(samples))[0]["val/mIoU"]
     second = trainer.validate(Shift(), datamodule=DM(samples))[0]["val/mIoU"]
     assert first == pytest.approx(second) == pytest.approx(_expected(samples)["mIoU"])
@@ -96,8 +106,13 @@ def test_validation_logs_each_epoch_and_resets(tmp_path):
 def test_out_of_range_target_names_the_file(tmp_path):
     samples = _samples()
     samples[3]["mask"][1, 1] = 7
-    trainer = L.Trainer(accelerator="cpu", logger=False, callbacks=[SegmentationMetrics()],
-                        enable_progress_bar=False, enable_model_summary=False)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        logger=False,
+        callbacks=[SegmentationMetrics()],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     with pytest.raises(ValueError, match=r"7.*s3\.png|s3\.png.*7"):
         trainer.test(Shift(), datamodule=DM(samples))
 
@@ -106,10 +121,18 @@ def test_bsds_scores_from_several_annotations(tmp_path):
     class Regions(Shift):
         def test_step(self, batch, idx):
             pred = (batch["image"][:, 0] > 0.5).long()
-            return {"pred": pred, "masks": [pred[i : i + 1, :4, :5].repeat(2, 1, 1) for i in range(len(pred))]}
+            return {
+                "pred": pred,
+                "masks": [pred[i : i + 1, :4, :5].repeat(2, 1, 1) for i in range(len(pred))],
+            }
 
-    trainer = L.Trainer(accelerator="cpu", logger=False, callbacks=[SegmentationMetrics()],
-                        enable_progress_bar=False, enable_model_summary=False)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        logger=False,
+        callbacks=[SegmentationMetrics()],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     results = trainer.test(Regions(), datamodule=DM(_samples()))[0]
     assert results["test/bsds_covering"] == pytest.approx(1.0)
     assert results["test/bsds_voi"] == pytest.approx(0.0, abs=1e-9)

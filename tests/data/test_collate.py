@@ -5,8 +5,12 @@ from segzoo.data.collate import collate_samples
 
 
 def _s(h, w, path="a", **extra):
-    return {"image": torch.ones(3, h, w), "mask": torch.zeros(h, w, dtype=torch.long), "meta": {"path": path},
-            **extra}
+    return {
+        "image": torch.ones(3, h, w),
+        "mask": torch.zeros(h, w, dtype=torch.long),
+        "meta": {"path": path},
+        **extra,
+    }
 
 
 def test_pads_to_largest_and_records_input_size():

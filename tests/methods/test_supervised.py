@@ -72,8 +72,15 @@ def _hand_ce(logits: torch.Tensor, target: torch.Tensor, weights: list[float], i
 
 def _trainer(max_steps: int, **kwargs) -> L.Trainer:
     return L.Trainer(
-        accelerator="cpu", devices=1, max_steps=max_steps, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0,
+        accelerator="cpu",
+        devices=1,
+        max_steps=max_steps,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
         **kwargs,
     )
 
@@ -93,7 +100,9 @@ def test_loss_is_weighted_cross_entropy_with_ignore_index():
     expected = _hand_ce(logits, batch["mask"], weights, 255)
     assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
     unweighted = SupervisedSegmentation(FixedNet(), num_classes=3).training_step(batch, 0)
-    assert unweighted.item() == pytest.approx(_hand_ce(logits, batch["mask"], [1.0] * 3, 255).item(), rel=1e-5)
+    assert unweighted.item() == pytest.approx(
+        _hand_ce(logits, batch["mask"], [1.0] * 3, 255).item(), rel=1e-5
+    )
     assert unweighted.item() != pytest.approx(loss.item(), rel=1e-3)
 
 
@@ -125,8 +134,14 @@ class LrRecorder(L.Callback):
 def test_head_lr_multiplier_and_poly_warmup_schedule_per_batch():
     lr, mult, steps = 0.01, 10.0, 5
     module = SupervisedSegmentation(
-        "deeplabv3", num_classes=3, model_kwargs={"backbone": "resnet18", "aux": True}, lr=lr,
-        head_lr_mult=mult, warmup_steps=2, warmup_ratio=0.1, poly_power=0.9,
+        "deeplabv3",
+        num_classes=3,
+        model_kwargs={"backbone": "resnet18", "aux": True},
+        lr=lr,
+        head_lr_mult=mult,
+        warmup_steps=2,
+        warmup_ratio=0.1,
+        poly_power=0.9,
     )
     recorder = LrRecorder()
     _trainer(steps, callbacks=[recorder]).fit(module, datamodule=_datamodule())
