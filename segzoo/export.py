@@ -216,7 +216,9 @@ def _runner(fmt: str, path: Path) -> Any:
 
         return run_ts
     ort = _require_onnxruntime()
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    options = ort.SessionOptions()
+    options.log_severity_level = 4  # a rejected input is reported by the exception, not also on stderr
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
     def run_onnx(x: torch.Tensor) -> np.ndarray:
         return session.run(None, {INPUT_NAME: x.numpy()})[0]

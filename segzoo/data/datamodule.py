@@ -150,23 +150,28 @@ class SegDataModule(L.LightningDataModule):
         if part == "predict" and self.predict_root is not None:
             self.datasets[part] = self._build("all", self.eval_transforms, "image_folder", self.predict_root)
             return
-        if part == "val" and self.splits["val"] is None and self.holdout > 0:
-            self.datasets["train"], self.datasets["val"] = self._holdout_split()
+        if part in ("train", "val", "train_eval") and self.splits["val"] is None and self.holdout > 0:
+            self.datasets.update(self._holdout_split())
             return
-        split = self.splits[part]
+        split = self.splits["train" if part == "train_eval" else part]
         if split is None:
             raise ValueError(f"no {part} split configured (data.{part}_split is null)")
         transforms = self.train_transforms if part == "train" else self.eval_transforms
         self.datasets[part] = self._build(split, transforms)
 
-    def _holdout_split(self) -> tuple[Dataset, Dataset]:
+    def _holdout_split(self) -> dict[str, Dataset]:
         split = self.splits["train"]
         train_full = self._build(split, self.train_transforms)
         eval_full = self._build(split, self.eval_transforms)
         generator = torch.Generator().manual_seed(self.seed)
         order = torch.randperm(len(train_full), generator=generator).tolist()
         n_val = max(1, round(len(order) * self.holdout))
-        return Subset(train_full, sorted(order[n_val:])), Subset(eval_full, sorted(order[:n_val]))
+        train_idx, val_idx = sorted(order[n_val:]), sorted(order[:n_val])
+        return {
+            "train": Subset(train_full, train_idx),
+            "val": Subset(eval_full, val_idx),
+            "train_eval": Subset(eval_full, train_idx),
+        }
 
     # -- loaders --------------------------------------------------------------------------------------
     def _loader(self, part: str, batch_size: int, shuffle: bool) -> DataLoader:
@@ -204,3 +209,8 @@ class SegDataModule(L.LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         return self._loader("predict", self.eval_batch_size, shuffle=False)
+
+    def train_eval_dataloader(self) -> DataLoader:
+        """The training split (without the holdout) with evaluation transforms, in order: for protocols that
+        fit on training outputs, such as the landmark regression of part-based methods."""
+        return self._loader("train_eval", self.eval_batch_size, shuffle=False)

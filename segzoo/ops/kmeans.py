@@ -120,20 +120,28 @@ def _scores(x: Tensor, c: Tensor) -> Tensor:
     return torch.baddbmm(c.square().sum(-1)[:, None, :], x, c.mT, alpha=-2.0)
 
 
+def _flat_labels(labels: Tensor, k: int) -> Tensor:
+    """Labels ``[B, N]`` as indices into the ``B * k`` clusters of the whole batch, flattened."""
+    if labels.shape[0] > 1:
+        labels = labels + k * torch.arange(labels.shape[0], device=labels.device)[:, None]
+    return labels.reshape(-1)
+
+
 def _cluster_sums(x: Tensor, labels: Tensor, k: int) -> tuple[Tensor, Tensor]:
     """Per-cluster sums ``[B, k, D]`` and counts ``[B, k]`` of the points."""
     b, n, d = x.shape
+    flat = _flat_labels(labels, k)
+    counts = torch.bincount(flat, minlength=b * k).view(b, k)
     if x.device.type == "cpu":
-        # scatter_add is O(N D) and deterministic on the CPU (a one-hot matmul would cost O(N k D)).
-        sums = x.new_zeros(b, k, d).scatter_add_(1, labels[..., None].expand(b, n, d), x)
-        counts = torch.zeros(b, k, device=x.device, dtype=torch.long).scatter_add_(
-            1, labels, torch.ones_like(labels)
-        )
-        return sums, counts
+        # O(N D), deterministic on the CPU; a one-hot matmul would cost O(N k D). Scattering along dim 0 of
+        # the flattened batch is several times faster than along dim 1 of [B, k, D].
+        index = flat[:, None].expand(b * n, d)
+        sums = x.new_zeros(b * k, d).scatter_add_(0, index, x.reshape(b * n, d))
+        return sums.view(b, k, d), counts
     # Accelerators: scatter_add uses atomics there (run-to-run different sums); the one-hot matmul is
     # deterministic and cheap on matmul hardware.
     onehot = (labels[:, None, :] == torch.arange(k, device=x.device)[None, :, None]).to(x.dtype)
-    return torch.bmm(onehot, x), onehot.sum(-1).long()
+    return torch.bmm(onehot, x), counts
 
 
 def _reseed_empty(x: Tensor, centroids: Tensor, empty: Tensor) -> Tensor:
@@ -177,23 +185,25 @@ def _lloyd(
         run += 1
         labels = _scores(x, centroids).argmin(-1)
         sums, counts = _cluster_sums(x, labels, k)
-        new = sums / counts.clamp_min(1)[..., None].to(x.dtype)
+        new = sums / counts.clamp_min(1)[..., None]
         empty = counts == 0
         if bool(empty.any()):
             new = _reseed_empty(x, new, empty)
         if cosine:
             new = F.normalize(new, dim=-1)
+        if threshold is None:
+            centroids = new
+            continue
         shift = (new - centroids).square().sum((-1, -2))
         # A finished problem keeps its centres; the others go on, all in the same vectorised step.
         centroids = torch.where(active[:, None, None], new, centroids)
-        if threshold is not None:
-            # <= rather than <: constant data has threshold 0 and must stop once nothing moves.
-            active &= shift > threshold
-            if not bool(active.any()):
-                break
+        # <= rather than <: constant data has threshold 0 and must stop once nothing moves.
+        active &= shift > threshold
+        if not bool(active.any()):
+            break
     labels = _scores(x, centroids).argmin(-1)
     # Exact inertia from the differences (the matmul expansion loses digits to cancellation).
-    nearest = torch.gather(centroids, 1, labels[..., None].expand(-1, -1, x.shape[-1]))
+    nearest = centroids.reshape(-1, x.shape[-1]).index_select(0, _flat_labels(labels, k)).view_as(x)
     inertia = (x - nearest).square().sum((-1, -2))
     return labels, centroids, inertia, run
 

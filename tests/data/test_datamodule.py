@@ -38,6 +38,15 @@ def test_holdout_is_disjoint_and_deterministic():
     train_idx, val_idx = a.datasets["train"].indices, a.datasets["val"].indices
     assert len(val_idx) == 5 and len(train_idx) == 15 and not set(train_idx) & set(val_idx)
     assert val_idx == b.datasets["val"].indices
+    train_eval = [m["index"] for batch in a.train_eval_dataloader() for m in batch["meta"]]
+    assert train_eval == train_idx  # training samples, in order, with evaluation transforms
+
+
+def test_train_eval_loader_uses_eval_transforms():
+    dm = SegDataModule(dataset_kwargs=SMALL, crop_size=[8, 8], eval_batch_size=4)
+    batch = next(iter(dm.train_eval_dataloader()))
+    assert batch["image"].shape == (4, 3, 24, 32)  # whole images, no training crop
+    assert [m["path"] for m in batch["meta"]] == [f"synthetic://train/{i}" for i in range(4)]
 
 
 def test_predict_root_reads_an_image_folder(tmp_path):
