@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,10 +12,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger, WandbLogger
+from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 from lightning.pytorch.trainer.states import TrainerFn
 from PIL import Image
 
+from segzoo.callbacks.context import datamodule_attr, log_dir, safe_name
 from segzoo.viz import atomic_save, denormalize, grid, overlay
 
 _STAGES = ("val", "test")
@@ -28,25 +28,6 @@ class _Sample:
     image: np.ndarray  # HxWx3 uint8, cropped to the sample's input size
     pred: np.ndarray  # HxW int64
     target: np.ndarray | None
-
-
-def _datamodule_attr(trainer: pl.Trainer, name: str, default: Any = None) -> Any:
-    datamodule = getattr(trainer, "datamodule", None)
-    value = getattr(datamodule, name, None) if datamodule is not None else None
-    return default if value is None else value
-
-
-def _log_dir(trainer: pl.Trainer) -> Path:
-    """``trainer.log_dir`` without its broadcast (a collective that would hang when only rank 0 calls it)."""
-    path = None
-    if trainer.loggers:
-        first = trainer.loggers[0]
-        path = first.log_dir if isinstance(first, (TensorBoardLogger, CSVLogger)) else first.save_dir
-    return Path(path or trainer.default_root_dir)
-
-
-def _safe_name(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._") or "sample"
 
 
 class ImageLogger(Callback):
@@ -123,7 +104,7 @@ class ImageLogger(Callback):
         target = self._fit(target[:k], size) if target is not None else None
         images = images[:k].detach().cpu()
         metas = batch.get("meta") or [{} for _ in range(k)]
-        mean, std = _datamodule_attr(trainer, "mean"), _datamodule_attr(trainer, "std")
+        mean, std = datamodule_attr(trainer, "mean"), datamodule_attr(trainer, "std")
         for i in range(k):
             meta = metas[i] if i < len(metas) else {}
             h, w = (int(v) for v in meta.get("input_size", size))
@@ -185,8 +166,8 @@ class ImageLogger(Callback):
         samples, self._samples[stage] = self._samples[stage], []
         if not samples or not trainer.is_global_zero:
             return
-        palette = _datamodule_attr(trainer, "palette")
-        ignore_index = _datamodule_attr(trainer, "ignore_index", 255)
+        palette = datamodule_attr(trainer, "palette")
+        ignore_index = datamodule_attr(trainer, "ignore_index", 255)
         rows = [self._row(s, palette, ignore_index) for s in samples]
         picture = grid(rows)
         tag = f"{stage}/samples"
@@ -200,14 +181,14 @@ class ImageLogger(Callback):
                 sent_to.append("Weights & Biases")
         self.last_paths = []
         if not sent_to:
-            folder = _log_dir(trainer) / "images"
+            folder = log_dir(trainer) / "images"
             path = folder / f"{stage}_epoch{trainer.current_epoch:03d}.png"
             atomic_save(Image.fromarray(picture), path, format="PNG")
             self.last_paths.append(path)
             if stage == "test":
                 used: set[str] = set()
                 for i, (sample, row) in enumerate(zip(samples, rows, strict=True)):
-                    name = _safe_name(sample.name)
+                    name = safe_name(sample.name)
                     if name in used:  # two samples sharing a stem: keep both
                         name = f"{name}_{i}"
                     used.add(name)

@@ -14,6 +14,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from rich.console import Console
 from rich.table import Table
 
+from segzoo.callbacks.context import datamodule_attr, log_dir
 from segzoo.metrics import BSDSMetrics, ConfusionMetrics
 
 
@@ -53,13 +54,12 @@ class SegmentationMetrics(L.Callback):
         self.last_results: dict[str, dict[str, Any]] = {}
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        datamodule = getattr(trainer, "datamodule", None)
-        if self.class_names is None and datamodule is not None and getattr(datamodule, "class_names", None):
-            self.class_names = list(datamodule.class_names)
+        if self.class_names is None and datamodule_attr(trainer, "class_names"):
+            self.class_names = list(datamodule_attr(trainer, "class_names"))
         if self.num_classes is None and self.class_names:
             self.num_classes = len(self.class_names)
         if self.ignore_index is None:
-            self.ignore_index = int(getattr(datamodule, "ignore_index", 255))
+            self.ignore_index = int(datamodule_attr(trainer, "ignore_index", 255))
 
     def _metric(self, stage: str, device: torch.device) -> ConfusionMetrics | None:
         if not self.num_classes:
@@ -121,7 +121,7 @@ class SegmentationMetrics(L.Callback):
     def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         results = self._compute("test", pl_module)
         if results and trainer.is_global_zero:
-            self._report(results, Path(trainer.log_dir or trainer.default_root_dir))
+            self._report(results, log_dir(trainer))
 
     # -- report ---------------------------------------------------------------------------------------
     def _rows(self, results: dict[str, Any]) -> list[tuple[str, float, float]]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -16,22 +15,13 @@ import torch.nn.functional as F
 from lightning.pytorch.callbacks import BasePredictionWriter
 from PIL import Image
 
+from segzoo.callbacks.context import datamodule_attr, safe_name
 from segzoo.data.io import read_image_array
 from segzoo.viz import atomic_save, denormalize, overlay, save_label_png
 
 # PNG text chunk naming the input a label file was predicted from: it tells our earlier outputs (skip or
 # replace) from another input's file of the same stem (choose another name).
 SOURCE_KEY = "segzoo:source"
-
-
-def _datamodule_attr(trainer: pl.Trainer, name: str, default: Any = None) -> Any:
-    datamodule = getattr(trainer, "datamodule", None)
-    value = getattr(datamodule, name, None) if datamodule is not None else None
-    return default if value is None else value
-
-
-def _safe_name(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._") or "prediction"
 
 
 def _recorded_source(path: Path) -> str | None:
@@ -109,10 +99,10 @@ class PredictionWriter(BasePredictionWriter):
         """Palette, ignore index and normalisation of the datamodule, read once per predict run."""
         if self._style is None:
             self._style = {
-                "palette": _datamodule_attr(trainer, "palette"),
-                "ignore_index": _datamodule_attr(trainer, "ignore_index", 255),
-                "mean": _datamodule_attr(trainer, "mean"),
-                "std": _datamodule_attr(trainer, "std"),
+                "palette": datamodule_attr(trainer, "palette"),
+                "ignore_index": datamodule_attr(trainer, "ignore_index", 255),
+                "mean": datamodule_attr(trainer, "mean"),
+                "std": datamodule_attr(trainer, "std"),
             }
         return self._style
 
@@ -190,7 +180,7 @@ class PredictionWriter(BasePredictionWriter):
         else:
             index = meta.get("index", index)
             source = raw or f"index://{index}"
-        stem = _safe_name(Path(raw).stem if raw else f"{int(index or 0):06d}")
+        stem = safe_name(Path(raw).stem if raw else f"{int(index or 0):06d}", "prediction")
 
         for n, name in enumerate(self._names(stem, source)):
             label_path = self.label_dir / f"{name}.png"
