@@ -1,7 +1,8 @@
 """Callbacks shared by every method: metrics, image logging, prediction writing."""
 
 from segzoo.callbacks.images import ImageLogger
+from segzoo.callbacks.landmarks import LandmarkMetrics
 from segzoo.callbacks.metrics import SegmentationMetrics
 from segzoo.callbacks.writer import PredictionWriter
 
-__all__ = ["ImageLogger", "PredictionWriter", "SegmentationMetrics"]
+__all__ = ["ImageLogger", "LandmarkMetrics", "PredictionWriter", "SegmentationMetrics"]
