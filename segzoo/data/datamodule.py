@@ -44,7 +44,7 @@ class SegDataModule(L.LightningDataModule):
         dataset_kwargs: extra constructor arguments of the dataset (e.g. ``num_classes`` for synthetic).
         train_split, val_split, test_split, predict_split: split names per stage; ``None`` disables a stage.
         holdout: when ``val_split`` is None, this fraction of the training split (chosen with ``seed``)
-            becomes the validation set.
+            becomes the validation set, and also the test set when ``test_split`` is None.
         predict_root: a folder (or image file) of unlabelled images to predict instead of ``predict_split``.
         batch_size, eval_batch_size, num_workers: loader options (``eval_batch_size`` for val/test/predict).
         resize, crop_size, scale_range, hflip, color_jitter, mean, std: the standard transform pipeline
@@ -150,7 +150,8 @@ class SegDataModule(L.LightningDataModule):
         if part == "predict" and self.predict_root is not None:
             self.datasets[part] = self._build("all", self.eval_transforms, "image_folder", self.predict_root)
             return
-        if part in ("train", "val", "train_eval") and self.splits["val"] is None and self.holdout > 0:
+        uses_holdout = part in ("train", "val", "train_eval") or (part == "test" and self.splits["test"] is None)
+        if uses_holdout and self.splits["val"] is None and self.holdout > 0:
             self.datasets.update(self._holdout_split())
             return
         split = self.splits["train" if part == "train_eval" else part]
@@ -171,6 +172,7 @@ class SegDataModule(L.LightningDataModule):
             "train": Subset(train_full, train_idx),
             "val": Subset(eval_full, val_idx),
             "train_eval": Subset(eval_full, train_idx),
+            "test": Subset(eval_full, val_idx),
         }
 
     # -- loaders --------------------------------------------------------------------------------------

@@ -1,8 +1,9 @@
 """One LightningModule per method; each is registered in ``segzoo.registry.METHODS``."""
 
+from segzoo.methods.scops import SCOPS
 from segzoo.methods.supervised import SupervisedSegmentation
 from segzoo.registry import METHODS
 
 METHODS.register("supervised")(SupervisedSegmentation)
 
-__all__ = ["SupervisedSegmentation"]
+__all__ = ["SCOPS", "SupervisedSegmentation"]

@@ -38,6 +38,9 @@ def test_holdout_is_disjoint_and_deterministic():
     train_idx, val_idx = a.datasets["train"].indices, a.datasets["val"].indices
     assert len(val_idx) == 5 and len(train_idx) == 15 and not set(train_idx) & set(val_idx)
     assert val_idx == b.datasets["val"].indices
+    c = SegDataModule(**kw, test_split=None)
+    c.setup("test")
+    assert c.datasets["test"].indices == val_idx  # no test split: the holdout is the test set too
     train_eval = [m["index"] for batch in a.train_eval_dataloader() for m in batch["meta"]]
     assert train_eval == train_idx  # training samples, in order, with evaluation transforms
 
