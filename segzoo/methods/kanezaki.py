@@ -40,6 +40,7 @@ from segzoo.registry import METHODS
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "kanezaki"
 PRESEGMENTATIONS = ("slic", "felzenszwalb", "none")
 OPTIMIZERS = ("sgd", "adam")
+MIN_FIT_SIDE = 8
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,9 @@ class KanezakiConfig:
     ``connected_components`` splits each label into its 4-connected regions; ``min_segment_size`` then
     merges smaller segments into their longest-boundary neighbour (0: off). Reference mode resizes the
     reference images to ``reference_size`` squared (0 keeps their size). ``num_threads`` > 0 sets torch's
-    intra-op threads while fitting (restored afterwards); 0 leaves them alone.
+    intra-op threads while fitting (restored afterwards); 0 leaves them alone. Results can differ in the
+    last bits between thread counts, so a preset that fixes it is reproducible across machines.
+    ``channels_last`` runs the net in NHWC memory format (faster convs and channel argmax on CPU).
     """
 
     presegmentation: str = "slic"
@@ -90,6 +93,7 @@ class KanezakiConfig:
     min_segment_size: int = 0
     reference_size: int = 224
     num_threads: int = 0
+    channels_last: bool = True
     # Where the values came from, for error messages; not a setting.
     source: str = field(default="<defaults>", compare=False, repr=False)
 
@@ -266,13 +270,14 @@ def to_rgb_uint8(image: np.ndarray | str | Path) -> np.ndarray:
 
 def working_sizes(height: int, width: int, config: KanezakiConfig) -> tuple[tuple[int, int], tuple[int, int]]:
     """(output_size, fit_size): the image shrunk to at most ``max_pixels`` pixels (memory guard; superpixels
-    and the final vote live there), and that size times ``fit_scale`` (where the net is fitted)."""
+    and the final vote live there), and that size times ``fit_scale`` (where the net is fitted; not below
+    a short side of ``MIN_FIT_SIDE`` pixels)."""
     guard = min(1.0, math.sqrt(config.max_pixels / (height * width)))
     output = (height, width) if guard >= 1.0 else (max(1, int(height * guard)), max(1, int(width * guard)))
-    if config.fit_scale >= 1.0:
+    # Shrinking an image whose short side would drop under MIN_FIT_SIDE saves nothing and loses detail.
+    if config.fit_scale >= 1.0 or min(output) * config.fit_scale < MIN_FIT_SIDE:
         return output, output
-    fit = (max(1, round(output[0] * config.fit_scale)), max(1, round(output[1] * config.fit_scale)))
-    return output, fit
+    return output, (round(output[0] * config.fit_scale), round(output[1] * config.fit_scale))
 
 
 def _resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -346,7 +351,9 @@ class _Problem:
         self.output_size, self.fit_size = output_size, fit_size
         out_image = _resize_image(image, output_size)
         fit_image = _resize_image(out_image, fit_size)
-        self.x = torch.from_numpy(np.array(fit_image)).to(device).permute(2, 0, 1)[None].float().div_(255.0)
+        x = torch.from_numpy(np.array(fit_image)).to(device).permute(2, 0, 1)[None].float().div_(255.0)
+        memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+        self.x = x.contiguous(memory_format=memory_format)
         # Superpixels are computed once at the output resolution, so their parameters keep their meaning
         # in output pixels whatever fit_scale is; the fitting copy is a nearest-neighbour subsample.
         segments = presegment(out_image, config)
@@ -361,6 +368,15 @@ class _Problem:
             out_scribbles = _resize_nearest(scribbles, output_size)
             self.scribbles_out = torch.from_numpy(out_scribbles).to(device)
             self.scribbles = torch.from_numpy(_resize_nearest(out_scribbles, fit_size)).to(device)[None]
+
+
+def _new_net(config: KanezakiConfig, seed: int, device: torch.device) -> KanezakiNet:
+    net = build_net(
+        config.widths, config.kernel_sizes, config.n_channels, config.conv_order, seed, device=device
+    )
+    if config.channels_last:
+        net = net.to(memory_format=torch.channels_last)
+    return net.train()
 
 
 def _make_optimizer(net: torch.nn.Module, config: KanezakiConfig) -> torch.optim.Optimizer:
@@ -494,7 +510,8 @@ def segment(
     Args:
         image: HxWx3 uint8 array (grayscale, RGBA and uint16 are converted) or an image file path.
         preset: ``fast`` (default), ``icassp18``, ``tip20`` or a :class:`KanezakiConfig`.
-        seed: initialises the net; the same seed gives the same labels (on the same device).
+        seed: initialises the net; the same seed gives the same labels on the same device and thread count
+            (``fast`` fixes ``num_threads: 1``).
         scribbles: optional HxW integer labels, ``scribble_unlabelled`` (255) where unscribbled. Scribble
             class k is output label k (other segments are numbered after the largest scribble class); the
             stopping rule uses the number of scribble classes as ``min_labels`` (as the TIP release does),
@@ -503,9 +520,10 @@ def segment(
         return_info: also return a :class:`SegmentInfo` (iterations, label counts, timing).
         **overrides: any :class:`KanezakiConfig` field, e.g. ``max_iter=50``.
 
-    Large images: the net is fitted on a copy shrunk to at most ``max_pixels`` pixels (and by
-    ``fit_scale``); the labels are upsampled back with nearest neighbour, so memory stays bounded. A 1-pixel
-    image is a single segment (batch-statistics BN cannot normalise one value).
+    Large images (memory guard): an image over ``max_pixels`` pixels (default 1e6) is shrunk to that many
+    for superpixels, fitting and voting, and the labels are upsampled back with nearest neighbour, so
+    memory stays bounded whatever the input size. ``fit_scale`` < 1 additionally fits the net on a smaller
+    copy for speed. A 1-pixel image is a single segment (batch-statistics BN cannot normalise one value).
     """
     start = time.perf_counter()
     config = resolve_config(preset, **overrides)
@@ -526,10 +544,7 @@ def segment(
     # Lightning runs test/predict under inference mode; fitting needs autograd whatever the caller's mode.
     with torch.inference_mode(False), torch.enable_grad(), _torch_threads(config.num_threads):
         problem = _Problem(rgb, config, dev, output_size, fit_size, scribble_map)
-        net = build_net(
-            config.widths, config.kernel_sizes, config.n_channels, config.conv_order, seed, device=dev
-        )
-        net.train()
+        net = _new_net(config, seed, dev)
         optimizer = _make_optimizer(net, config)
         history: list[int] = []
         stopped = False
@@ -588,10 +603,7 @@ def fit_reference(
                     "to fit (needs at least 2 pixels)"
                 )
             problems.append(_Problem(rgb, config, dev, output_size, fit_size))
-        net = build_net(
-            config.widths, config.kernel_sizes, config.n_channels, config.conv_order, seed, device=dev
-        )
-        net.train()
+        net = _new_net(config, seed, dev)
         optimizer = _make_optimizer(net, config)
         for _ in range(config.max_iter):
             for problem in problems:

@@ -17,8 +17,9 @@ from segzoo.methods import kanezaki as K
 from segzoo.methods.kanezaki_net import KanezakiNet, build_net
 from segzoo.registry import METHODS
 
-# Small and quick for every test: 24x32 images, a narrow net, few updates.
-QUICK = dict(max_iter=6, widths=[8, 8], kernel_sizes=[3, 3], n_channels=8, fit_scale=1.0)
+# Small and quick for every test: 24x32 images, a narrow net, few updates, one thread (tiny convs only
+# lose from threading on a busy CPU).
+QUICK = dict(max_iter=6, widths=[8, 8], kernel_sizes=[3, 3], n_channels=8, fit_scale=1.0, num_threads=1)
 
 
 def _image(seed: int = 0, h: int = 24, w: int = 32) -> np.ndarray:
@@ -136,7 +137,7 @@ def test_segment_returns_contiguous_int64_labels() -> None:
 
 @pytest.mark.parametrize("preset", ["icassp18", "tip20", "fast"])
 def test_every_preset_runs(preset: str) -> None:
-    labels = K.segment(_image(), preset, max_iter=2, widths=[8, 8], kernel_sizes=[3, 3], n_channels=8)
+    labels = K.segment(_image(), preset, **{**QUICK, "max_iter": 2})
     assert labels.shape == (24, 32) and _is_contiguous(labels)
 
 
@@ -154,6 +155,19 @@ def test_stopping_rule_stops_once_labels_at_most_min_labels() -> None:
     history = info.label_history
     assert info.stopped_early and 1 < info.iterations < 100
     assert history[-1] <= 7 and all(n > 7 for n in history[:-1])
+
+
+def test_contiguous_memory_format_gives_valid_labels() -> None:
+    labels = K.segment(
+        _image(), "tip20", **{**QUICK, "channels_last": False, "optimizer": "adam", "lr": 0.01}
+    )
+    assert labels.shape == (24, 32) and _is_contiguous(labels)
+
+
+def test_num_threads_is_restored() -> None:
+    before = torch.get_num_threads()
+    K.segment(_image(), "fast", **{**QUICK, "num_threads": before + 1})
+    assert torch.get_num_threads() == before
 
 
 def test_max_iter_zero_means_no_update() -> None:
@@ -278,10 +292,10 @@ def test_memory_guard_fits_small_and_returns_full_size() -> None:
     labels, info = K.segment(_image(h=48, w=64), "fast", return_info=True, **{**QUICK, "max_pixels": 300})
     assert info.fit_size[0] * info.fit_size[1] <= 300
     assert labels.shape == (48, 64) and _is_contiguous(labels)
-    assert K.working_sizes(48, 64, K.resolve_config("fast", max_pixels=300, fit_scale=0.5)) == (
-        (15, 20),
-        (8, 10),
-    )
+    config = K.resolve_config("fast", max_pixels=3000, fit_scale=0.5)
+    assert K.working_sizes(96, 128, config) == ((47, 63), (24, 32))
+    # Shrinking for speed stops at a short side of MIN_FIT_SIDE pixels.
+    assert K.working_sizes(12, 40, config) == ((12, 40), (12, 40))
 
 
 # -- reference mode ----------------------------------------------------------------------------------------
@@ -315,7 +329,11 @@ def _normalised(image: np.ndarray) -> torch.Tensor:
 def _samples() -> list[dict]:
     small = _image(1, h=20, w=28)
     return [
-        {"image": _normalised(_image(0)), "mask": torch.zeros(24, 32, dtype=torch.long), "meta": {"path": "a"}},
+        {
+            "image": _normalised(_image(0)),
+            "mask": torch.zeros(24, 32, dtype=torch.long),
+            "meta": {"path": "a"},
+        },
         {"image": _normalised(small), "mask": torch.ones(20, 28, dtype=torch.long), "meta": {"path": "b"}},
     ]
 
@@ -336,6 +354,17 @@ def test_lightning_test_step_contract() -> None:
     assert torch.equal(out["pred"][0], torch.from_numpy(expected_big))
     predicted = module.predict_step(batch, 0)
     assert set(predicted) == {"pred", "meta"} and torch.equal(predicted["pred"], out["pred"])
+
+
+def test_to_uint8_handles_uint8_unit_and_0_255_normalisations() -> None:
+    image = _image()
+    chw = torch.from_numpy(image).permute(2, 0, 1)
+    plain = K.KanezakiSegmentation("fast")
+    np.testing.assert_array_equal(plain.to_uint8(chw), image)
+    np.testing.assert_array_equal(plain.to_uint8(chw.float() / 255.0), image)
+    mean, std = (123.675, 116.28, 103.53), (58.395, 57.12, 57.375)
+    scaled = (chw.float() - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
+    np.testing.assert_array_equal(K.KanezakiSegmentation("fast", mean=mean, std=std).to_uint8(scaled), image)
 
 
 class _DataModule(L.LightningDataModule):
