@@ -24,3 +24,15 @@ def shared_data() -> Path:
             f"real data not found at {root} (set SEGZOO_DATA to the folder with bsds500/, camvid/, ...)"
         )
     return root
+
+
+@pytest.fixture(autouse=True, scope="session")
+def single_thread():
+    """One intra-op thread for the whole suite: the tests use tiny tensors, where thread start-up dominates,
+    and on a shared 2-core machine OpenMP threads waiting on each other cost 10-50x."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

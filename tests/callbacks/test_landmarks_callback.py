@@ -23,14 +23,6 @@ MAP = torch.tensor([[0.8, -0.3], [0.4, 1.2]])
 SHIFT = torch.tensor([5.0, -7.0])
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def _datamodule(num_samples: int = 16) -> SegDataModule:
     kwargs = {"mode": "parts", "num_parts": NUM_PARTS, "size": [32, 32], "num_samples": num_samples}
     return SegDataModule(dataset="synthetic", dataset_kwargs=kwargs, batch_size=4, eval_batch_size=4)

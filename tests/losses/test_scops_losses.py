@@ -17,14 +17,6 @@ from segzoo.losses.scops import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def _point_masses(height: int, width: int, pixels: list[tuple[int, int]]) -> torch.Tensor:
     """[1, K, H, W] maps, part k a single 1 at pixel (x, y) = pixels[k]."""
     maps = torch.zeros(1, len(pixels), height, width)

@@ -34,14 +34,6 @@ pytestmark = [
 ]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope="module")
 def resnet18_file(tmp_path_factory) -> Path:
     """A random-init torchvision ResNet-18 state dict (with its fc layer), as a user's file would be."""

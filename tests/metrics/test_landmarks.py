@@ -16,14 +16,6 @@ from segzoo.metrics.landmarks import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def _linear_data(n: int, parts: int = 3, points: int = 5, seed: int = 0):
     """Centres with very different scales and offsets per coordinate, landmarks one fixed affine map of
     them (the same for every ``seed``): the no-intercept fit must still be exact because both sides are

@@ -13,15 +13,6 @@ from segzoo.models.weights import find_prefix
 from segzoo.registry import BACKBONES
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """One intra-op thread: on a shared 2-core machine, OpenMP threads waiting on each other cost 10-50x."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def test_registered_backbones():
     assert {"resnet18", "resnet34", "resnet50", "resnet101", "vgg16"} <= set(BACKBONES.names())
 

@@ -28,15 +28,6 @@ from segzoo.models.heads.glore import GraphConv
 from segzoo.registry import HEADS
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """One intra-op thread: on a shared 2-core machine, OpenMP threads waiting on each other cost 10-50x."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def shapes(module: nn.Module) -> list[tuple[int, ...]]:
     return [tuple(p.shape) for p in module.parameters()]
 

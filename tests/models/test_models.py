@@ -32,15 +32,6 @@ NUM_CLASSES = 5
 H, W = 33, 47
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """One intra-op thread: on a shared 2-core machine, OpenMP threads waiting on each other cost 10-50x."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def build(case: str, **extra) -> nn.Module:
     torch.manual_seed(0)
     return create_model(case.split("[")[0], num_classes=NUM_CLASSES, **{**TINY[case], **extra})

@@ -11,14 +11,6 @@ import torch
 from segzoo.ops.crf import dense_crf
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def _two_regions(height: int = 40, width: int = 56, flip: float = 0.25, seed: int = 0):
     """Left half class 0, right half class 1 with a clear image edge; probabilities that favour the truth
     (0.7) except for a random quarter of the pixels, where they favour the wrong class."""

@@ -18,14 +18,6 @@ from segzoo.ops.tps import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def _blob(height: int, width: int, x: float, y: float, sigma: float = 1.2) -> torch.Tensor:
     """A Gaussian blob centred at pixel (x, y), [1, 1, H, W]."""
     ys = torch.arange(height, dtype=torch.float32)[:, None]
