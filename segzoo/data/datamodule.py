@@ -139,10 +139,16 @@ class SegDataModule(L.LightningDataModule):
         kwargs = {} if name != self.dataset_name else self.dataset_kwargs
         return DATASETS.get(name)(root=root or self.root, split=split, transforms=transforms, **kwargs)
 
+    @property
+    def has_val(self) -> bool:
+        """Whether a validation set is configured (a split, or a holdout of the training split)."""
+        return self.splits["val"] is not None or self.holdout > 0
+
     def setup(self, stage: str | None = None) -> None:
-        """Build the datasets the stage needs (``fit`` builds train and val)."""
-        wanted = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("predict",)}
-        for part in wanted.get(stage, ("train", "val", "test", "predict")) if stage else wanted["fit"]:
+        """Build the datasets the stage needs (``fit`` builds train, and val when there is one)."""
+        fit = ("train", "val") if self.has_val else ("train",)
+        wanted = {"fit": fit, "validate": ("val",), "test": ("test",), "predict": ("predict",)}
+        for part in wanted.get(stage, ("train", "val", "test", "predict")) if stage else fit:
             if part not in self.datasets:
                 self._setup_part(part)
 
@@ -203,7 +209,10 @@ class SegDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", self.batch_size, shuffle=True)
 
-    def val_dataloader(self) -> DataLoader:
+    def val_dataloader(self) -> DataLoader | list:
+        # No validation set (e.g. self-supervised pretraining): an empty list tells Lightning to skip it.
+        if not self.has_val and self.trainer is not None and self.trainer.state.fn == "fit":
+            return []
         return self._loader("val", self.eval_batch_size, shuffle=False)
 
     def test_dataloader(self) -> DataLoader:

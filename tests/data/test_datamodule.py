@@ -89,3 +89,29 @@ def test_resolve_root(monkeypatch):
     monkeypatch.setenv("SEGZOO_DATA", "/data")
     assert resolve_root("${SEGZOO_DATA}/camvid").as_posix() == "/data/camvid"
     assert resolve_root(None) is None
+
+
+def test_fit_without_validation_set(tmp_path):
+    import lightning as L
+
+    class Tiny(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 3, 1)
+
+        def training_step(self, batch, idx):
+            return torch.nn.functional.cross_entropy(self.conv(batch["image"]), batch["mask"])
+
+        def validation_step(self, batch, idx):
+            raise AssertionError("there is no validation set")
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    dm = SegDataModule(dataset_kwargs={**SMALL, "num_samples": 4}, val_split=None, batch_size=2)
+    trainer = L.Trainer(accelerator="cpu", max_epochs=1, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
+    trainer.fit(Tiny(), datamodule=dm)
+    assert trainer.global_step == 2 and "val" not in dm.datasets
+    with pytest.raises(ValueError, match="no val split"):
+        dm.setup("validate")
