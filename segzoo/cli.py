@@ -14,7 +14,8 @@ from segzoo.data.datamodule import SegDataModule
 DESCRIPTION = (
     "segzoo: supervised, unsupervised and self-supervised segmentation. Subcommands fit, validate, test and "
     "predict take YAML configs (--config, several allowed), dotted overrides and --print_config. "
-    "Also: `segzoo models` lists what is registered."
+    "Also: `segzoo models` lists what is registered; `segzoo segment PATH... --out DIR` segments images "
+    "and folders without training (Kanezaki, one fresh network per image)."
 )
 
 
@@ -99,7 +100,17 @@ def _models_command(argv: Sequence[str]) -> int:
     return 0
 
 
-EXTRA_COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {"models": _models_command}
+def _segment_command(argv: Sequence[str]) -> int:
+    """``segzoo segment``: imported on use so the other verbs do not pay for it."""
+    from segzoo.commands.segment import segment_command
+
+    return segment_command(argv)
+
+
+EXTRA_COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
+    "models": _models_command,
+    "segment": _segment_command,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

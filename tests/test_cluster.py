@@ -7,8 +7,14 @@ import pytest
 from segzoo.cli import SegzooCLI
 
 REPO = Path(__file__).resolve().parents[1]
-ARGS = ["--config", str(REPO / "configs" / "quickstart.yaml"), "--trainer.accelerator=cpu",
-        "--trainer.strategy=ddp", "--trainer.devices=2", "--trainer.num_nodes=2"]
+ARGS = [
+    "--config",
+    str(REPO / "configs" / "quickstart.yaml"),
+    "--trainer.accelerator=cpu",
+    "--trainer.strategy=ddp",
+    "--trainer.devices=2",
+    "--trainer.num_nodes=2",
+]
 
 
 def _trainer(monkeypatch, env):
@@ -20,11 +26,19 @@ def _trainer(monkeypatch, env):
 def test_slurm_environment(monkeypatch):
     for key in ("MASTER_PORT", "MASTER_ADDR"):
         monkeypatch.delenv(key, raising=False)
-    trainer = _trainer(monkeypatch, {
-        "SLURM_NTASKS": "4", "SLURM_NTASKS_PER_NODE": "2", "SLURM_NODEID": "1", "SLURM_PROCID": "3",
-        "SLURM_LOCALID": "1", "SLURM_JOB_NAME": "segzoo", "SLURM_JOB_ID": "4242",
-        "SLURM_NODELIST": "gpu[07-08]",
-    })
+    trainer = _trainer(
+        monkeypatch,
+        {
+            "SLURM_NTASKS": "4",
+            "SLURM_NTASKS_PER_NODE": "2",
+            "SLURM_NODEID": "1",
+            "SLURM_PROCID": "3",
+            "SLURM_LOCALID": "1",
+            "SLURM_JOB_NAME": "segzoo",
+            "SLURM_JOB_ID": "4242",
+            "SLURM_NODELIST": "gpu[07-08]",
+        },
+    )
     env = trainer.strategy.cluster_environment
     assert type(env).__name__ == "SLURMEnvironment"
     assert (trainer.world_size, trainer.global_rank, trainer.local_rank, trainer.node_rank) == (4, 3, 1, 1)
@@ -33,20 +47,38 @@ def test_slurm_environment(monkeypatch):
 
 
 def test_slurm_respects_master_port(monkeypatch):
-    trainer = _trainer(monkeypatch, {
-        "SLURM_NTASKS": "4", "SLURM_NTASKS_PER_NODE": "2", "SLURM_NODEID": "0", "SLURM_PROCID": "0",
-        "SLURM_LOCALID": "0", "SLURM_JOB_NAME": "segzoo", "SLURM_JOB_ID": "7", "SLURM_NODELIST": "a,b",
-        "MASTER_PORT": "29511",
-    })
+    trainer = _trainer(
+        monkeypatch,
+        {
+            "SLURM_NTASKS": "4",
+            "SLURM_NTASKS_PER_NODE": "2",
+            "SLURM_NODEID": "0",
+            "SLURM_PROCID": "0",
+            "SLURM_LOCALID": "0",
+            "SLURM_JOB_NAME": "segzoo",
+            "SLURM_JOB_ID": "7",
+            "SLURM_NODELIST": "a,b",
+            "MASTER_PORT": "29511",
+        },
+    )
     assert trainer.strategy.cluster_environment.main_port == 29511
     assert trainer.global_rank == 0 and trainer.world_size == 4
 
 
 def test_torchrun_environment(monkeypatch):
-    trainer = _trainer(monkeypatch, {
-        "TORCHELASTIC_RUN_ID": "segzoo", "RANK": "2", "LOCAL_RANK": "0", "GROUP_RANK": "1",
-        "WORLD_SIZE": "4", "LOCAL_WORLD_SIZE": "2", "MASTER_ADDR": "10.0.0.1", "MASTER_PORT": "29500",
-    })
+    trainer = _trainer(
+        monkeypatch,
+        {
+            "TORCHELASTIC_RUN_ID": "segzoo",
+            "RANK": "2",
+            "LOCAL_RANK": "0",
+            "GROUP_RANK": "1",
+            "WORLD_SIZE": "4",
+            "LOCAL_WORLD_SIZE": "2",
+            "MASTER_ADDR": "10.0.0.1",
+            "MASTER_PORT": "29500",
+        },
+    )
     assert type(trainer.strategy.cluster_environment).__name__ == "TorchElasticEnvironment"
     assert (trainer.world_size, trainer.global_rank, trainer.local_rank, trainer.node_rank) == (4, 2, 0, 1)
 

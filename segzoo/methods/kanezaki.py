@@ -1,8 +1,8 @@
 """Kanezaki unsupervised segmentation: fit a fresh small CNN to one image so that its own argmax labels,
 refined by superpixels (ICASSP 2018) or smoothed by a spatial-continuity loss (TIP 2020), become its targets.
 
-Training is inference: :func:`segment` builds a new net per image. Presets live in
-``configs/kanezaki/{icassp18,tip20,fast}.yaml`` (keys = :class:`KanezakiConfig` fields):
+Training is inference: :func:`segment` builds a new net per image. Presets ship with the package in
+``segzoo/methods/kanezaki_presets/{icassp18,tip20,fast}.yaml`` (keys = :class:`KanezakiConfig` fields):
 
 - ``icassp18``: SLIC (10000 segments, compactness 100) refinement, conv-ReLU-BN net with C=100, nConv=2,
   SGD lr 0.1 momentum 0.9, at most 1000 iterations, stop at <= 3 labels.
@@ -37,7 +37,8 @@ from segzoo.methods.kanezaki_net import CONV_ORDERS, KanezakiNet, build_net
 from segzoo.ops.superpixels import felzenszwalb, merge_small_segments, slic, superpixel_vote
 from segzoo.registry import METHODS
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "kanezaki"
+# Package data (pyproject.toml), so the presets exist in non-editable installs too.
+CONFIG_DIR = Path(__file__).resolve().parent / "kanezaki_presets"
 PRESEGMENTATIONS = ("slic", "felzenszwalb", "none")
 OPTIMIZERS = ("sgd", "adam")
 MIN_FIT_SIDE = 8

@@ -4,6 +4,7 @@ and the LightningModule contract. Images are tiny and iterations few so the file
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import lightning as L
 import numpy as np
@@ -55,6 +56,15 @@ def test_presets_load_and_differ() -> None:
     assert tip.presegmentation == "none"
     assert (tip.mu_sim, tip.mu_con, tip.lr, tip.n_channels, len(tip.widths)) == (1.0, 1.0, 0.1, 100, 2)
     assert fast.presegmentation == "felzenszwalb" and fast.conv_order == "conv-bn-relu"
+
+
+def test_presets_ship_inside_the_package() -> None:
+    # Package data (not the repo's configs/), so non-editable installs find them too.
+    package_dir = Path(K.__file__).resolve().parent
+    assert package_dir / "kanezaki_presets" == K.CONFIG_DIR
+    assert {p.stem for p in K.CONFIG_DIR.glob("*.yaml")} == {"icassp18", "tip20", "fast"}
+    assert K.PRESETS["fast"].source == str(K.CONFIG_DIR / "fast.yaml")
+    assert K.PRESETS["fast"] == K.load_config(K.CONFIG_DIR / "fast.yaml")
 
 
 def test_unknown_yaml_key_names_file_and_key(tmp_path) -> None:
@@ -405,3 +415,17 @@ def test_config_is_a_frozen_dataclass_with_every_key() -> None:
         assert key in keys
     with pytest.raises(dataclasses.FrozenInstanceError):
         K.PRESETS["fast"].lr = 1.0  # type: ignore[misc]
+
+
+def test_bsds500_cli_config_builds_the_method(monkeypatch) -> None:
+    # The repo's configs/kanezaki/ now holds LightningCLI configs (the presets moved into the package).
+    from segzoo.cli import SegzooCLI
+
+    config = Path(__file__).resolve().parents[2] / "configs" / "kanezaki" / "bsds500.yaml"
+    monkeypatch.setenv("SEGZOO_DATA", "/nonexistent")
+    cli = SegzooCLI(args=["--config", str(config)], run=False)
+    assert isinstance(cli.model, K.KanezakiSegmentation)
+    assert cli.model.config == K.PRESETS["fast"]
+    assert cli.datamodule.hparams["dataset"] == "bsds500"
+    assert cli.datamodule.hparams["test_split"] == "val"
+    assert str(cli.datamodule.hparams["root"]).endswith("bsds500")

@@ -1,0 +1,359 @@
+"""Kanezaki presets vs scikit-image's felzenszwalb and SLIC on BSDS500 val.
+
+For each method: mean covering / PRI / VoI / best-match mIoU over the images (segzoo.metrics.bsds_scores,
+averaged over each image's human annotations), mean number of segments, wall and CPU seconds per image and
+peak memory. Images are processed by ``--processes`` worker processes (spawned fresh for every method, one
+torch thread each); per-image seconds are measured inside the worker around the segmentation call only.
+
+Peak memory: the maximum over the method's workers of ``ru_maxrss`` (peak resident set of the process).
+Each method gets new workers, so the number belongs to that method; it includes the interpreter, torch and
+scikit-image (the ``baseline`` column: ru_maxrss of a worker right after its imports), so the method's own
+extra memory is roughly peak - baseline.
+
+``--tune`` grid-searches felzenszwalb (scale, min_size) and SLIC (n_segments, compactness) on the first
+``--tune-subset`` BSDS500 *train* images, objective = mean covering; without it the defaults below are used.
+
+The released presets (icassp18, tip20) allow 1000 updates at full resolution with 100 channels, minutes per
+image on a CPU: they run on the first ``--slow-subset`` images only, and ``--max-iter-slow`` caps their
+updates (a deviation from the released settings, reported in the table).
+
+Run:  python benchmarks/kanezaki_bsds.py --subset 10 --presets fast tip20 --tune --tune-subset 5
+      python benchmarks/kanezaki_bsds.py --profile      # where fast's time goes on one 481x321 image
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import multiprocessing as mp
+import os
+import platform
+import resource
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+SLOW_PRESETS = ("icassp18", "tip20")
+FZ_GRID = {"scale": [100, 200, 300, 500, 800], "min_size": [50, 100, 200, 400]}
+SLIC_GRID = {"n_segments": [10, 20, 40, 80, 160], "compactness": [5.0, 10.0, 20.0, 40.0]}
+# Used without --tune: middle-of-the-grid settings.
+FZ_DEFAULT = {"scale": 300, "sigma": 0.8, "min_size": 200}
+SLIC_DEFAULT = {"n_segments": 40, "compactness": 10.0}
+
+
+def default_data() -> Path:
+    """``$SEGZOO_DATA/bsds500``, else ``../shared/data/bsds500`` next to the repository."""
+    if "SEGZOO_DATA" in os.environ:
+        return Path(os.environ["SEGZOO_DATA"]) / "bsds500"
+    return REPO.parent / "shared" / "data" / "bsds500"
+
+
+def split_pairs(root: Path, split: str, n: int) -> list[tuple[str, str]]:
+    """The first ``n`` (image, ground truth) paths of a BSDS500 split, in the dataset's sorted order."""
+    from segzoo.data.datasets.bsds import BSDS500
+
+    samples = BSDS500(root, split=split).samples[:n]
+    return [(str(image), str(gt)) for image, gt in samples]
+
+
+# -- worker side -------------------------------------------------------------------------------------------
+
+
+def _init_worker() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    import segzoo.methods.kanezaki  # noqa: F401  (imports counted in the baseline, not the method)
+    import segzoo.metrics.bsds  # noqa: F401
+
+    global _BASELINE_KB
+    _BASELINE_KB = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+_BASELINE_KB = 0
+
+
+def run_method(method: str, params: dict[str, Any], image_path: str) -> np.ndarray:
+    """Labels of one image: ``method`` is ``felzenszwalb``, ``slic`` or a Kanezaki preset name."""
+    from segzoo.data.io import read_image_array
+    from segzoo.ops.superpixels import felzenszwalb, slic
+
+    image = read_image_array(image_path)
+    if method == "felzenszwalb":
+        return felzenszwalb(image, params["scale"], params.get("sigma", 0.8), params["min_size"])
+    if method == "slic":
+        return slic(image, params["n_segments"], params["compactness"])
+    from segzoo.methods.kanezaki import segment
+
+    return segment(image, method, seed=0, **params)
+
+
+def evaluate_one(task: tuple[str, dict[str, Any], str, str, bool]) -> dict[str, Any]:
+    """Segment and score one image in a worker: scores, segment count, wall/CPU seconds, ru_maxrss."""
+    from segzoo.data.datasets.bsds import read_bsds_groundtruth
+    from segzoo.metrics.bsds import bsds_scores, num_segments
+
+    method, params, image_path, gt_path, keep_labels = task
+    wall, cpu = time.perf_counter(), time.process_time()
+    labels = run_method(method, params, image_path)
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    result = bsds_scores(labels, read_bsds_groundtruth(gt_path), source=image_path)
+    result.update(
+        segments=num_segments(labels),
+        wall=wall,
+        cpu=cpu,
+        maxrss_kb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+        baseline_kb=_BASELINE_KB,
+        image=image_path,
+    )
+    if keep_labels:
+        result["labels"] = labels.astype(np.uint16)
+    return result
+
+
+# -- driver side -------------------------------------------------------------------------------------------
+
+
+def run_pool(tasks: list[tuple], processes: int) -> tuple[list[dict[str, Any]], float]:
+    """Results of ``evaluate_one`` over ``tasks`` (in order) from fresh spawned workers, and the wall time
+    of the whole map (excluding worker start-up)."""
+    ctx = mp.get_context("spawn")
+    env = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        with ctx.Pool(processes, initializer=_init_worker) as pool:
+            pool.map(_noop, range(processes))  # wait for start-up so it is not timed
+            start = time.perf_counter()
+            results = pool.map(evaluate_one, tasks, chunksize=1)
+            return results, time.perf_counter() - start
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _noop(_: int) -> None:
+    time.sleep(0.2)
+
+
+def summarise(results: list[dict[str, Any]], wall_total: float) -> dict[str, Any]:
+    """Means over images of every score, segments and seconds; peak and baseline memory in MB."""
+    keys = ("covering", "pri", "voi", "best_miou", "segments", "wall", "cpu")
+    row = {k: float(np.mean([r[k] for r in results])) for k in keys}
+    row["images"] = len(results)
+    row["wall_total"] = wall_total
+    row["peak_mb"] = max(r["maxrss_kb"] for r in results) / 1024
+    row["baseline_mb"] = max(r["baseline_kb"] for r in results) / 1024
+    return row
+
+
+def tune(method: str, grid: dict[str, list], pairs: list[tuple[str, str]], processes: int) -> dict[str, Any]:
+    """The grid point with the best mean covering on ``pairs`` (ties: first in grid order)."""
+    names = list(grid)
+    points = [dict(zip(names, values, strict=True)) for values in itertools.product(*grid.values())]
+    tasks = [(method, p, image, gt, False) for p in points for image, gt in pairs]
+    results, _ = run_pool(tasks, processes)
+    best, best_score = points[0], -1.0
+    for i, point in enumerate(points):
+        score = float(np.mean([r["covering"] for r in results[i * len(pairs) : (i + 1) * len(pairs)]]))
+        print(f"  tune {method} {point}: covering {score:.3f}", flush=True)
+        if score > best_score:
+            best, best_score = point, score
+    print(f"tuned {method}: {best} (train covering {best_score:.3f})", flush=True)
+    return best
+
+
+def print_table(rows: dict[str, dict[str, Any]]) -> str:
+    """The results table as Markdown (also printed)."""
+    head = "| method | images | covering | PRI | VoI | best mIoU | segments | s/image (wall) | s/image (CPU) "
+    head += "| peak MB (baseline) |"
+    lines = [head, "|" + "---|" * 10]
+    for name, r in rows.items():
+        lines.append(
+            f"| {name} | {r['images']} | {r['covering']:.3f} | {r['pri']:.3f} | {r['voi']:.3f} | "
+            f"{r['best_miou']:.3f} | {r['segments']:.1f} | {r['wall']:.2f} | {r['cpu']:.2f} | "
+            f"{r['peak_mb']:.0f} ({r['baseline_mb']:.0f}) |"
+        )
+    text = "\n".join(lines)
+    print(text, flush=True)
+    return text
+
+
+def make_figure(path: Path, images: list[str], fast: list[np.ndarray], fz: list[np.ndarray]) -> None:
+    """Rows of image | fast (mean colour) | felzenszwalb (mean colour), half size, palette PNG."""
+    from PIL import Image
+
+    from segzoo import viz
+    from segzoo.data.io import read_image_array
+
+    def half(array: np.ndarray) -> np.ndarray:
+        img = Image.fromarray(array)
+        return np.array(img.resize((img.width // 2, img.height // 2), Image.Resampling.BILINEAR))
+
+    rows = []
+    for image_path, a, b in zip(images, fast, fz, strict=True):
+        rgb = read_image_array(image_path)
+        rows.append([half(rgb), half(viz.mean_color(rgb, a)), half(viz.mean_color(rgb, b))])
+    picture = Image.fromarray(viz.grid(rows)).quantize(colors=256, method=Image.Quantize.MEDIANCUT)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    viz.atomic_save(picture, path, format="PNG", optimize=True)
+    print(f"figure written to {path} ({path.stat().st_size / 1024:.0f} KB)", flush=True)
+
+
+def profile(image_path: str, iterations: int) -> dict[str, float]:
+    """Seconds the ``fast`` preset (at most ``iterations`` updates, stopping rule on) spends in
+    pre-segmentation, forward, targets (argmax + superpixel vote), backward + optimiser step and final
+    prediction on one image, and the net's FLOPs per update (2 x multiply-adds forward; backward taken as
+    twice the forward)."""
+    import torch
+
+    from segzoo.data.io import read_image_array
+    from segzoo.methods import kanezaki as K
+
+    torch.set_num_threads(1)
+    config = K.resolve_config("fast", max_iter=iterations)
+    rgb = read_image_array(image_path)
+    output_size, fit_size = K.working_sizes(rgb.shape[0], rgb.shape[1], config)
+    dev = torch.device("cpu")
+    times = dict.fromkeys(("presegmentation", "forward", "targets", "backward", "predict"), 0.0)
+    start = time.perf_counter()
+    problem = K._Problem(rgb, config, dev, output_size, fit_size)
+    times["presegmentation"] = time.perf_counter() - start
+    net = K._new_net(config, 0, dev)
+    optimizer = K._make_optimizer(net, config)
+    done = 0
+    for _ in range(iterations):
+        optimizer.zero_grad(set_to_none=True)
+        t0 = time.perf_counter()
+        logits = net(problem.x)
+        t1 = time.perf_counter()
+        target, n_labels = K._targets(logits, problem, config.n_channels)
+        t2 = time.perf_counter()
+        K._loss(logits, target, problem, config).backward()
+        optimizer.step()
+        t3 = time.perf_counter()
+        times["forward"] += t1 - t0
+        times["targets"] += t2 - t1
+        times["backward"] += t3 - t2
+        done += 1
+        if n_labels <= config.min_labels:  # the preset's stopping rule, as in segment()
+            break
+    t0 = time.perf_counter()
+    K._finish(K._predict(net, problem, config), rgb.shape[:2], config, ())
+    times["predict"] = time.perf_counter() - t0
+    macs = 0
+    for module in net.modules():
+        if isinstance(module, torch.nn.Conv2d):
+            k = module.kernel_size[0] * module.kernel_size[1]
+            macs += k * module.in_channels * module.out_channels * fit_size[0] * fit_size[1]
+    times["iterations"] = done
+    times["fit_pixels"] = fit_size[0] * fit_size[1]
+    times["forward_gflop"] = 2 * macs / 1e9
+    times["update_gflop"] = 3 * 2 * macs / 1e9
+    times["total"] = sum(times[k] for k in ("presegmentation", "forward", "targets", "backward", "predict"))
+    return times
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the options, run the benchmark and print the table."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, default=default_data(), help="BSDS500 folder")
+    parser.add_argument("--subset", type=int, default=10, help="first N val images (default 10)")
+    parser.add_argument("--presets", nargs="*", default=["fast", "tip20", "icassp18"])
+    parser.add_argument("--slow-subset", type=int, default=2, help="images for icassp18/tip20 (default 2)")
+    parser.add_argument(
+        "--max-iter-slow",
+        type=int,
+        default=None,
+        help="cap icassp18/tip20 updates (deviation; default: none)",
+    )
+    parser.add_argument("--tune", action="store_true", help="grid-search felzenszwalb/SLIC on train images")
+    parser.add_argument("--tune-subset", type=int, default=5, help="train images for --tune (default 5)")
+    parser.add_argument("--processes", type=int, default=2, help="worker processes (default 2)")
+    parser.add_argument("--json", type=Path, default=None, help="save the results here")
+    parser.add_argument("--figure", type=Path, default=None, help="save image | fast | felzenszwalb here")
+    parser.add_argument("--figure-images", type=int, default=3, help="rows of the figure (default 3)")
+    parser.add_argument("--profile", action="store_true", help="only time fast's stages on one val image")
+    parser.add_argument("--profile-iter", type=int, default=64, help="updates timed by --profile")
+    args = parser.parse_args(argv)
+
+    if args.profile:
+        image = split_pairs(args.data, "val", 1)[0][0]
+        result = profile(image, args.profile_iter)
+        print(json.dumps(result, indent=2))
+        if args.json:
+            args.json.write_text(json.dumps({"profile": result, "image": image}, indent=2))
+        return 0
+
+    started = time.strftime("%Y-%m-%d %H:%M:%S")
+    load = os.getloadavg()
+    print(f"{started}, {platform.node()}, {os.cpu_count()} CPUs, load {load[0]:.1f}", flush=True)
+    fz_params, slic_params = dict(FZ_DEFAULT), dict(SLIC_DEFAULT)
+    if args.tune:
+        train = split_pairs(args.data, "train", args.tune_subset)
+        fz_params.update(tune("felzenszwalb", FZ_GRID, train, args.processes))
+        slic_params.update(tune("slic", SLIC_GRID, train, args.processes))
+
+    val = split_pairs(args.data, "val", args.subset)
+    methods: list[tuple[str, str, dict[str, Any], int]] = []
+    for preset in args.presets:
+        slow = preset in SLOW_PRESETS
+        params = {"max_iter": args.max_iter_slow} if slow and args.max_iter_slow else {}
+        label = preset + (f" (max_iter {args.max_iter_slow})" if params else "")
+        methods.append((label, preset, params, min(args.slow_subset, len(val)) if slow else len(val)))
+    methods.append((f"felzenszwalb {fz_params}", "felzenszwalb", fz_params, len(val)))
+    methods.append((f"slic {slic_params}", "slic", slic_params, len(val)))
+
+    rows: dict[str, dict[str, Any]] = {}
+    kept: dict[str, list[np.ndarray]] = {}
+    for label, method, params, n in methods:
+        keep = method in ("fast", "felzenszwalb") and args.figure is not None
+        tasks = [
+            (method, params, image, gt, keep and i < args.figure_images)
+            for i, (image, gt) in enumerate(val[:n])
+        ]
+        print(f"running {label} on {n} images ...", flush=True)
+        results, wall_total = run_pool(tasks, args.processes)
+        rows[label] = summarise(results, wall_total)
+        rows[label]["per_image"] = [{k: v for k, v in r.items() if k != "labels"} for r in results]
+        kept[method] = [r["labels"] for r in results if "labels" in r]
+        print(
+            f"  {label}: covering {rows[label]['covering']:.3f}, {rows[label]['wall']:.2f} s/image, "
+            f"{wall_total:.1f} s in all",
+            flush=True,
+        )
+    print()
+    table = print_table(rows)
+    if args.figure is not None and kept.get("fast") and kept.get("felzenszwalb"):
+        images = [image for image, _ in val[: args.figure_images]]
+        make_figure(args.figure, images, kept["fast"], kept["felzenszwalb"])
+    if args.json:
+        payload = {
+            "started": started,
+            "host": platform.node(),
+            "cpus": os.cpu_count(),
+            "load_at_start": load,
+            "args": {k: str(v) for k, v in vars(args).items()},
+            "felzenszwalb": fz_params,
+            "slic": slic_params,
+            "results": rows,
+            "table": table,
+        }
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(payload, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
