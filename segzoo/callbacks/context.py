@@ -29,3 +29,13 @@ def log_dir(trainer: pl.Trainer) -> Path:
 def safe_name(text: str, fallback: str = "sample") -> str:
     """``text`` reduced to characters safe in a file name on every platform."""
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._") or fallback
+
+
+def free_stem(folder: Path, stem: str, suffixes: tuple[str, ...]) -> str:
+    """``stem``, or ``stem_1``, ``stem_2``, ...: the first for which no ``folder/<stem><suffix>`` exists,
+    so a report never replaces an earlier one (several test runs may share a folder when logging is off)."""
+    candidate, n = stem, 0
+    while any((folder / f"{candidate}{s}").exists() for s in suffixes):
+        n += 1
+        candidate = f"{stem}_{n}"
+    return candidate

@@ -17,6 +17,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from rich.console import Console
 from torch import Tensor
 
+from segzoo.callbacks.context import free_stem, log_dir
 from segzoo.metrics.confusion import float_dtype
 from segzoo.metrics.landmarks import LandmarkError, LandmarkRegressor, fit_landmark_regressor
 
@@ -267,7 +268,7 @@ class LandmarkMetrics(L.Callback):
             return
         results = self._compute("test", pl_module)
         # trainer.log_dir broadcasts from rank 0: every rank must ask, not only the one that writes.
-        folder = Path(trainer.log_dir or trainer.default_root_dir)
+        folder = log_dir(trainer)
         if results and trainer.is_global_zero:
             self._report(results, folder)
 
@@ -278,7 +279,7 @@ class LandmarkMetrics(L.Callback):
             f"{results['num_landmarks']} landmarks fitted on {results['num_fit_images']} training images"
         )
         folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"{self.output_name}.json"
+        path = folder / f"{free_stem(folder, self.output_name, ('.json',))}.json"
         path.write_text(json.dumps(results, indent=2) + "\n")
         rank_zero_info(f"landmark report written to {path}")
 

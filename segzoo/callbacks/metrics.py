@@ -14,7 +14,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from rich.console import Console
 from rich.table import Table
 
-from segzoo.callbacks.context import datamodule_attr, log_dir
+from segzoo.callbacks.context import datamodule_attr, free_stem, log_dir
 from segzoo.metrics import BSDSMetrics, ConfusionMetrics
 
 
@@ -151,12 +151,13 @@ class SegmentationMetrics(L.Callback):
             )
         )
         folder.mkdir(parents=True, exist_ok=True)
-        with open(folder / f"{self.output_name}.csv", "w", newline="") as fh:
+        stem = free_stem(folder, self.output_name, (".csv", ".json"))
+        with open(folder / f"{stem}.csv", "w", newline="") as fh:
             writer = csv.writer(fh)
             writer.writerow(["class", "IoU", "Acc"])
             writer.writerows(rows)
-        (folder / f"{self.output_name}.json").write_text(json.dumps(summary, indent=2) + "\n")
-        rank_zero_info(f"test report written to {folder / self.output_name}.{{csv,json}}")
+        (folder / f"{stem}.json").write_text(json.dumps(summary, indent=2) + "\n")
+        rank_zero_info(f"test report written to {folder / stem}.{{csv,json}}")
 
 
 def _fmt(value: float) -> str:

@@ -136,3 +136,23 @@ def test_bsds_scores_from_several_annotations(tmp_path):
     results = trainer.test(Regions(), datamodule=DM(_samples()))[0]
     assert results["test/bsds_covering"] == pytest.approx(1.0)
     assert results["test/bsds_voi"] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_reports_never_replace_an_earlier_one(tmp_path):
+    samples = _samples()
+    for _ in range(2):
+        trainer = L.Trainer(
+            accelerator="cpu",
+            logger=False,
+            callbacks=[SegmentationMetrics()],
+            default_root_dir=tmp_path,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+        )
+        trainer.test(Shift(), datamodule=DM(samples))
+    assert sorted(p.name for p in tmp_path.glob("test_metrics*")) == [
+        "test_metrics.csv",
+        "test_metrics.json",
+        "test_metrics_1.csv",
+        "test_metrics_1.json",
+    ]
