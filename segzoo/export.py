@@ -7,11 +7,14 @@ the normalisation (when the checkpoint holds the datamodule's), which axes are d
 results.
 
 Batch, height and width are dynamic where the model allows. TorchScript is scripted, so it follows the
-model's Python control flow at any size. ONNX is traced: layers whose graph depends on the traced size
-(PSPNet's adaptive pooling to 2x2/3x3/6x6 bins, the size-dependent output padding of FCN-8s/16s and the
-classic UNet's transposed convolutions) are caught by checking the export at a second, odd size; such
-models are re-exported with a fixed height and width (the batch stays dynamic), and ONNX Runtime then
-rejects other sizes instead of returning wrong logits.
+model's Python control flow at any size. ONNX is traced, so size-dependent choices are frozen at the
+sample's size. Two are rewritten before tracing (:func:`onnx_friendly`): adaptive average pooling to
+several bins (PSPNet) becomes matrix products built from the run-time size, and the final resize to the
+input size is always applied (models skip it when their output already has the input's size). What
+remains (the output padding of the transposed convolutions of FCN-8s/16s and of the classic UNet) is
+caught by checking the export at a second, odd size; such models are re-exported with a fixed height and
+width (the batch stays dynamic), and ONNX Runtime then rejects other sizes instead of returning wrong
+logits.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 FORMATS = ("onnx", "torchscript")
@@ -41,15 +45,25 @@ PROBE_EXTRA = (37, 19)
 
 
 class LogitsModel(nn.Module):
-    """Wrap a segmentation model returning ``{"out": logits, ...}`` so it returns the logits only."""
+    """Wrap a segmentation model returning ``{"out": logits, ...}`` so it returns the logits only.
 
-    def __init__(self, model: nn.Module) -> None:
+    ``always_resize`` adds a bilinear resize of the logits to the input size (the identity when they
+    already match). Models skip that resize when their decoder lands exactly on the input size, and a
+    traced graph keeps whichever branch the sample took, so the ONNX export always resizes.
+    """
+
+    def __init__(self, model: nn.Module, always_resize: bool = False) -> None:
         super().__init__()
         self.model = model
+        self.always_resize = always_resize
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         """``[B, 3, H, W]`` normalised image -> ``[B, num_classes, H, W]`` logits."""
-        return self.model(image)["out"]
+        out = self.model(image)["out"]
+        if self.always_resize:
+            size = [image.shape[-2], image.shape[-1]]
+            out = F.interpolate(out, size=size, mode="bilinear", align_corners=False)
+        return out
 
 
 class MatrixAdaptiveAvgPool2d(nn.Module):
@@ -86,8 +100,11 @@ class MatrixAdaptiveAvgPool2d(nn.Module):
 
 def onnx_friendly(model: nn.Module) -> nn.Module:
     """A copy of ``model`` with every adaptive average pooling to more than one bin replaced by
-    :class:`MatrixAdaptiveAvgPool2d`, so the ONNX graph keeps dynamic height and width (PSPNet)."""
+    :class:`MatrixAdaptiveAvgPool2d`, so the ONNX graph keeps dynamic height and width (PSPNet), and
+    with ``always_resize`` set on a :class:`LogitsModel`."""
     model = copy.deepcopy(model)
+    if isinstance(model, LogitsModel):
+        model.always_resize = True
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
             if isinstance(child, nn.AdaptiveAvgPool2d) and child.output_size not in (1, (1, 1)):
@@ -100,14 +117,21 @@ class ExportCheckError(RuntimeError):
 
 
 def _require_onnxruntime() -> Any:
-    try:
-        import onnxruntime
-    except ImportError as error:
+    """The onnxruntime module; ONNX export needs it (and onnx) to check the file and find its dynamic axes."""
+    missing = []
+    for name in ("onnx", "onnxruntime"):
+        try:
+            __import__(name)
+        except ImportError:
+            missing.append(name)
+    if missing:
         raise ImportError(
-            "checking the ONNX export needs the onnxruntime package, which is not installed; install it "
-            "(pip install 'segzoo[export]' or pip install onnx onnxruntime), or pass check=False "
-            "(--no-check) to export without checking"
-        ) from error
+            f"exporting to ONNX needs the {' and '.join(missing)} package(s), not installed: onnx writes the "
+            "file and onnxruntime checks it against PyTorch; install them (pip install 'segzoo[export]' or "
+            "pip install onnx onnxruntime), or export only TorchScript (formats=['torchscript'])"
+        )
+    import onnxruntime
+
     return onnxruntime
 
 

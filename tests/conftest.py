@@ -36,3 +36,12 @@ def single_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture(autouse=True)
+def _run_in_tmp(tmp_path, monkeypatch):
+    """Each test runs in its own empty folder, so nothing a test writes by default (checkpoints, reports)
+    lands in the checkout; ``$SEGZOO_DATA`` is pinned first since it defaults to a path relative to it."""
+    if "SEGZOO_DATA" not in os.environ:
+        monkeypatch.setenv("SEGZOO_DATA", str(shared_data_root().resolve()))
+    monkeypatch.chdir(tmp_path)

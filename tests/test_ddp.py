@@ -29,7 +29,7 @@ def _validate(tmp_path: Path, name: str, *extra: str) -> dict[str, float]:
         "--model.init_args.model_kwargs.base_channels=8",
         *extra,
     ]
-    subprocess.run(cmd, check=True, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    subprocess.run(cmd, check=True, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     run = tmp_path / name / "version_0"
     with open(run / "metrics.csv") as fh:
         row = next(csv.DictReader(fh))

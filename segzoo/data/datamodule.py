@@ -156,7 +156,8 @@ class SegDataModule(L.LightningDataModule):
         if part == "predict" and self.predict_root is not None:
             self.datasets[part] = self._build("all", self.eval_transforms, "image_folder", self.predict_root)
             return
-        uses_holdout = part in ("train", "val", "train_eval") or (part == "test" and self.splits["test"] is None)
+        no_test_split = part == "test" and self.splits["test"] is None
+        uses_holdout = part in ("train", "val", "train_eval") or no_test_split
         if uses_holdout and self.splits["val"] is None and self.holdout > 0:
             self.datasets.update(self._holdout_split())
             return

@@ -22,7 +22,8 @@ class SupervisedSegmentation(L.LightningModule):
         ignore_index: target value excluded from the loss.
         class_weights: optional per-class cross-entropy weights.
         aux_weight: weight of the auxiliary head's loss (when the model returns ``aux``).
-        optimizer: ``"sgd"`` or ``"adamw"``; ``lr`` applies to the backbone, ``lr * head_lr_mult`` to the rest.
+        optimizer: ``"sgd"`` or ``"adamw"``; ``lr`` applies to the backbone, ``lr * head_lr_mult`` to the
+            rest (heads, auxiliary head).
         warmup_steps, warmup_ratio, poly_power: linear warm-up from ``lr * warmup_ratio``, then poly decay
             over the trainer's total steps.
         inference: ``"whole"`` or ``"slide"`` (windows of ``slide_crop_size`` every ``slide_stride`` pixels)
@@ -76,7 +77,8 @@ class SupervisedSegmentation(L.LightningModule):
     def _build_model(self, num_classes: int) -> None:
         from segzoo.models import create_model
 
-        self.model = create_model(self.hparams.model, num_classes=num_classes, **(self.hparams.model_kwargs or {}))
+        kwargs = self.hparams.model_kwargs or {}
+        self.model = create_model(self.hparams.model, num_classes=num_classes, **kwargs)
         self.hparams.num_classes = num_classes
 
     def configure_model(self) -> None:
@@ -86,7 +88,9 @@ class SupervisedSegmentation(L.LightningModule):
         datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
         num_classes = getattr(datamodule, "num_classes", 0)
         if not num_classes:
-            raise ValueError("SupervisedSegmentation needs num_classes (none given and the datamodule has none)")
+            raise ValueError(
+                "SupervisedSegmentation needs num_classes (none given and the datamodule has none)"
+            )
         self._build_model(num_classes)
 
     @property
@@ -107,16 +111,23 @@ class SupervisedSegmentation(L.LightningModule):
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         losses = self._loss(self(batch["image"]), batch["mask"])
-        self.log_dict({f"train/{k}": v for k, v in losses.items()}, prog_bar=True,
-                      batch_size=batch["image"].shape[0])
+        self.log_dict(
+            {f"train/{k}": v for k, v in losses.items()}, prog_bar=True, batch_size=batch["image"].shape[0]
+        )
         return losses["loss"]
 
     def predict_logits(self, image: torch.Tensor) -> torch.Tensor:
         """Logits at the image's size with the configured inference mode."""
         hp = self.hparams
         return infer_logits(
-            lambda x: self.model(x)["out"], image, self.num_classes, mode=hp.inference,
-            crop_size=hp.slide_crop_size, stride=hp.slide_stride, scales=tuple(hp.scales), flip=hp.flip,
+            lambda x: self.model(x)["out"],
+            image,
+            self.num_classes,
+            mode=hp.inference,
+            crop_size=hp.slide_crop_size,
+            stride=hp.slide_stride,
+            scales=tuple(hp.scales),
+            flip=hp.flip,
         )
 
     def _eval_step(self, batch: dict[str, Any], stage: str) -> dict[str, torch.Tensor]:
@@ -152,8 +163,9 @@ class SupervisedSegmentation(L.LightningModule):
     def configure_optimizers(self) -> dict[str, Any]:
         hp = self.hparams
         if hp.optimizer == "sgd":
-            opt = torch.optim.SGD(self._param_groups(), lr=hp.lr, momentum=hp.momentum,
-                                  weight_decay=hp.weight_decay)
+            opt = torch.optim.SGD(
+                self._param_groups(), lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay
+            )
         else:
             opt = torch.optim.AdamW(self._param_groups(), lr=hp.lr, weight_decay=hp.weight_decay)
         total = max(1, int(self.trainer.estimated_stepping_batches))

@@ -95,6 +95,7 @@ def test_validation_logs_each_epoch_and_resets(tmp_path):
         accelerator="cpu",
         logger=False,
         callbacks=[callback],
+        default_root_dir=tmp_path,
         enable_progress_bar=False,
         enable_model_summary=False,
     )
@@ -110,6 +111,7 @@ def test_out_of_range_target_names_the_file(tmp_path):
         accelerator="cpu",
         logger=False,
         callbacks=[SegmentationMetrics()],
+        default_root_dir=tmp_path,
         enable_progress_bar=False,
         enable_model_summary=False,
     )
@@ -130,6 +132,7 @@ def test_bsds_scores_from_several_annotations(tmp_path):
         accelerator="cpu",
         logger=False,
         callbacks=[SegmentationMetrics()],
+        default_root_dir=tmp_path,
         enable_progress_bar=False,
         enable_model_summary=False,
     )

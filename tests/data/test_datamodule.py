@@ -109,8 +109,15 @@ def test_fit_without_validation_set(tmp_path):
             return torch.optim.SGD(self.parameters(), lr=0.1)
 
     dm = SegDataModule(dataset_kwargs={**SMALL, "num_samples": 4}, val_split=None, batch_size=2)
-    trainer = L.Trainer(accelerator="cpu", max_epochs=1, logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
     trainer.fit(Tiny(), datamodule=dm)
     assert trainer.global_step == 2 and "val" not in dm.datasets
     with pytest.raises(ValueError, match="no val split"):

@@ -70,7 +70,7 @@ def deeplabv2(
     """DeepLab v2 on a dilated ResNet (default ResNet-50, output stride 8); no auxiliary head."""
     if aux:
         raise ValueError("model 'deeplabv2' has no auxiliary head; use aux=False")
-    encoder = resnet_backbone("deeplabv2", backbone, output_stride, default_stride=8)
+    encoder = resnet_backbone("deeplabv2", backbone, output_stride, default_stride=8, features=["layer4"])
     return Segmentor(encoder, DeepLabV2Head(encoder.channels["layer4"], num_classes, tuple(rates)))
 
 

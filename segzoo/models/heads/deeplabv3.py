@@ -88,7 +88,8 @@ def deeplabv3(
     *, num_classes: int, backbone: str = "resnet50", output_stride: int | None = None, aux: bool = False
 ) -> Segmentor:
     """DeepLab v3 on a ResNet (default ResNet-50, output stride 16); optional aux FCNHead on layer3."""
-    encoder = resnet_backbone("deeplabv3", backbone, output_stride, default_stride=16)
+    features = ["layer3", "layer4"] if aux else ["layer4"]
+    encoder = resnet_backbone("deeplabv3", backbone, output_stride, default_stride=16, features=features)
     head = DeepLabV3Head(encoder.channels["layer4"], num_classes, aspp_rates(encoder.output_stride))
     aux_head = FCNHead(encoder.channels["layer3"], num_classes, in_key="layer3") if aux else None
     return Segmentor(encoder, head, aux_head)

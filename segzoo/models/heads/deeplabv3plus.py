@@ -56,7 +56,8 @@ def deeplabv3plus(
     *, num_classes: int, backbone: str = "resnet50", output_stride: int | None = None, aux: bool = False
 ) -> Segmentor:
     """DeepLab v3+ on a ResNet (default ResNet-50, output stride 16); optional aux FCN head on layer3."""
-    encoder = resnet_backbone("deeplabv3plus", backbone, output_stride, default_stride=16)
+    features = ["layer1", "layer3", "layer4"] if aux else ["layer1", "layer4"]
+    encoder = resnet_backbone("deeplabv3plus", backbone, output_stride, default_stride=16, features=features)
     head = DeepLabV3PlusHead(
         encoder.channels["layer4"], encoder.channels["layer1"], num_classes, aspp_rates(encoder.output_stride)
     )

@@ -166,7 +166,9 @@ def fcn(
     *, num_classes: int, backbone: str = "resnet50", output_stride: int | None = None, aux: bool = False
 ) -> Segmentor:
     """FCNHead on a dilated ResNet (default ResNet-50 at output stride 8), optional aux FCNHead on layer3."""
-    encoder = resnet_backbone("fcn", backbone, output_stride, default_stride=8)
+    encoder = resnet_backbone(
+        "fcn", backbone, output_stride, default_stride=8, features=["layer3", "layer4"] if aux else ["layer4"]
+    )
     head = FCNHead(encoder.channels["layer4"], num_classes)
     aux_head = FCNHead(encoder.channels["layer3"], num_classes, in_key="layer3") if aux else None
     return Segmentor(encoder, head, aux_head)

@@ -54,7 +54,7 @@ class GloReUnit(nn.Module):
         states = self.conv_state(x).reshape(b, self.num_state, length)
         proj = self.conv_proj(x).reshape(b, self.num_node, length)
         # divided by the number of positions so the node features do not grow with the image size
-        nodes = states @ proj.transpose(1, 2) / float(length)
+        nodes = states @ proj.transpose(1, 2) / length
         reasoned = self.gcn(nodes)
         y = (reasoned @ proj).reshape(b, self.num_state, h, w)
         return x + self.blocker(self.conv_extend(y))
@@ -103,7 +103,8 @@ def glore(
     num_units: int = 1,
 ) -> Segmentor:
     """GloRe head on a ResNet (default ResNet-50, output stride 8); optional aux FCNHead on layer3."""
-    encoder = resnet_backbone("glore", backbone, output_stride, default_stride=8)
+    features = ["layer3", "layer4"] if aux else ["layer4"]
+    encoder = resnet_backbone("glore", backbone, output_stride, default_stride=8, features=features)
     head = GloReHead(encoder.channels["layer4"], num_classes, num_mid=num_mid, num_units=num_units)
     aux_head = FCNHead(encoder.channels["layer3"], num_classes, in_key="layer3") if aux else None
     return Segmentor(encoder, head, aux_head)

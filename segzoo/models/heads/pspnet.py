@@ -77,7 +77,8 @@ def pspnet(
 
     The auxiliary loss weight (0.4 in the paper) belongs to the training module.
     """
-    encoder = resnet_backbone("pspnet", backbone, output_stride, default_stride=8)
+    features = ["layer3", "layer4"] if aux else ["layer4"]
+    encoder = resnet_backbone("pspnet", backbone, output_stride, default_stride=8, features=features)
     head = PSPHead(encoder.channels["layer4"], num_classes, bins=tuple(bins))
     aux_head = FCNHead(encoder.channels["layer3"], num_classes, in_key="layer3") if aux else None
     return Segmentor(encoder, head, aux_head)
