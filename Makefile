@@ -11,7 +11,7 @@ STAMP := $(VENV)/.segzoo-installed
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install $(TORCH_SPEC)
-	$(BIN)/python -m pip install -e '.[crf,dev]'
+	$(BIN)/python -m pip install -e '.[crf,export,dev]'
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -15,7 +15,8 @@ DESCRIPTION = (
     "segzoo: supervised, unsupervised and self-supervised segmentation. Subcommands fit, validate, test and "
     "predict take YAML configs (--config, several allowed), dotted overrides and --print_config. "
     "Also: `segzoo models` lists what is registered; `segzoo segment PATH... --out DIR` segments images "
-    "and folders without training (Kanezaki, one fresh network per image)."
+    "and folders without training (Kanezaki, one fresh network per image); `segzoo export CKPT --out DIR` "
+    "writes ONNX and TorchScript for a trained supervised model."
 )
 
 
@@ -107,9 +108,17 @@ def _segment_command(argv: Sequence[str]) -> int:
     return segment_command(argv)
 
 
+def _export_command(argv: Sequence[str]) -> int:
+    """``segzoo export``: imported on use so the other verbs do not pay for it."""
+    from segzoo.export import export_command
+
+    return export_command(argv)
+
+
 EXTRA_COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "models": _models_command,
     "segment": _segment_command,
+    "export": _export_command,
 }
 
 
