@@ -39,6 +39,7 @@ def _validate(tmp_path: Path, name: str, *extra: str) -> dict[str, float]:
     return logged
 
 
+@pytest.mark.slow  # intermittently hangs on the shared dev machine (see the cluster issue); run with -m slow
 def test_two_processes_equal_one(tmp_path):
     single = _validate(tmp_path, "single", "--trainer.devices=1")
     double = _validate(tmp_path, "ddp", "--trainer.devices=2", "--trainer.strategy=ddp")
