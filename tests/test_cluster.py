@@ -85,5 +85,23 @@ def test_torchrun_environment(monkeypatch):
 
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch):
-    for key in ("SLURM_NTASKS", "SLURM_JOB_ID", "TORCHELASTIC_RUN_ID", "RANK", "WORLD_SIZE", "LOCAL_RANK"):
+    """Building a trainer under a cluster environment sets process-global state (the rank that
+    rank_zero_only methods check, MASTER_ADDR/PORT): restore it so later tests log as rank 0."""
+    from lightning.fabric.utilities.rank_zero import rank_zero_only
+
+    keys = (
+        "SLURM_NTASKS",
+        "SLURM_JOB_ID",
+        "TORCHELASTIC_RUN_ID",
+        "RANK",
+        "WORLD_SIZE",
+        "LOCAL_RANK",
+        "MASTER_ADDR",
+        "MASTER_PORT",
+        "NODE_RANK",
+        "GROUP_RANK",
+        "LOCAL_WORLD_SIZE",
+    )
+    for key in keys:
         monkeypatch.delenv(key, raising=False)
+    monkeypatch.setattr(rank_zero_only, "rank", getattr(rank_zero_only, "rank", 0))
