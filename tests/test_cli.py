@@ -53,7 +53,9 @@ def test_fit_then_test_round_trip(tmp_path, capsys):
     test_report = json.loads((_run_dir(tmp_path, 1) / "test_metrics.json").read_text())
     assert test_report["mIoU"] == pytest.approx(fit_report["mIoU"])
 
-    assert main(["export", str(checkpoint), "--out", str(tmp_path / "export"), "--formats", "torchscript"]) == 0
+    assert (
+        main(["export", str(checkpoint), "--out", str(tmp_path / "export"), "--formats", "torchscript"]) == 0
+    )
     assert (tmp_path / "export" / "model.torchscript.pt").is_file()
 
     main(["fit", *_tiny(tmp_path / "again")])  # same seed: the same numbers
