@@ -55,6 +55,17 @@ class DM(L.LightningDataModule):
     test_dataloader = val_dataloader
 
 
+def _quiet_trainer(folder, callback):
+    return L.Trainer(
+        accelerator="cpu",
+        logger=False,
+        callbacks=[callback],
+        default_root_dir=folder,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+
+
 def _expected(samples):
     metric = ConfusionMetrics(3)
     model = Shift()
@@ -91,14 +102,7 @@ def test_test_report_matches_a_direct_computation(tmp_path, capsys):
 def test_validation_logs_each_epoch_and_resets(tmp_path):
     samples = _samples()
     callback = SegmentationMetrics()
-    trainer = L.Trainer(
-        accelerator="cpu",
-        logger=False,
-        callbacks=[callback],
-        default_root_dir=tmp_path,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
+    trainer = _quiet_trainer(tmp_path, callback)
     first = trainer.validate(Shift(), datamodule=DM(samples))[0]["val/mIoU"]
     second = trainer.validate(Shift(), datamodule=DM(samples))[0]["val/mIoU"]
     assert first == pytest.approx(second) == pytest.approx(_expected(samples)["mIoU"])
@@ -107,14 +111,7 @@ def test_validation_logs_each_epoch_and_resets(tmp_path):
 def test_out_of_range_target_names_the_file(tmp_path):
     samples = _samples()
     samples[3]["mask"][1, 1] = 7
-    trainer = L.Trainer(
-        accelerator="cpu",
-        logger=False,
-        callbacks=[SegmentationMetrics()],
-        default_root_dir=tmp_path,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
+    trainer = _quiet_trainer(tmp_path, SegmentationMetrics())
     with pytest.raises(ValueError, match=r"7.*s3\.png|s3\.png.*7"):
         trainer.test(Shift(), datamodule=DM(samples))
 
@@ -128,14 +125,7 @@ def test_bsds_scores_from_several_annotations(tmp_path):
                 "masks": [pred[i : i + 1, :4, :5].repeat(2, 1, 1) for i in range(len(pred))],
             }
 
-    trainer = L.Trainer(
-        accelerator="cpu",
-        logger=False,
-        callbacks=[SegmentationMetrics()],
-        default_root_dir=tmp_path,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
+    trainer = _quiet_trainer(tmp_path, SegmentationMetrics())
     results = trainer.test(Regions(), datamodule=DM(_samples()))[0]
     assert results["test/bsds_covering"] == pytest.approx(1.0)
     assert results["test/bsds_voi"] == pytest.approx(0.0, abs=1e-9)
@@ -144,14 +134,7 @@ def test_bsds_scores_from_several_annotations(tmp_path):
 def test_reports_never_replace_an_earlier_one(tmp_path):
     samples = _samples()
     for _ in range(2):
-        trainer = L.Trainer(
-            accelerator="cpu",
-            logger=False,
-            callbacks=[SegmentationMetrics()],
-            default_root_dir=tmp_path,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-        )
+        trainer = _quiet_trainer(tmp_path, SegmentationMetrics())
         trainer.test(Shift(), datamodule=DM(samples))
     assert sorted(p.name for p in tmp_path.glob("test_metrics*")) == [
         "test_metrics.csv",
