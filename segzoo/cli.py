@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import lightning as L
+from lightning.fabric.plugins import CheckpointIO
+from lightning.pytorch import Callback, Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.strategies import Strategy
 
-from segzoo.callbacks import PredictionWriter, SegmentationMetrics
+from segzoo.callbacks import EpochSeeding, PredictionWriter, ResumeCheckpoint, SegmentationMetrics
+from segzoo.checkpoint_io import AtomicCheckpointIO
 from segzoo.data.datamodule import SegDataModule
 
 DESCRIPTION = (
@@ -23,7 +28,12 @@ DESCRIPTION = (
 class SegzooCLI(LightningCLI):
     """LightningCLI with segzoo's datamodule, the shared metric callback always on, a CSV logger and a
     fixed default seed, an optional test of the best checkpoint after ``fit``, and ``predict`` writing
-    label PNGs and overlays (to ``--output_dir``, default ``<log dir>/predictions``)."""
+    label PNGs and overlays (to ``--output_dir``, default ``<log dir>/predictions``).
+
+    For fault tolerance every trainer gets :class:`~segzoo.checkpoint_io.AtomicCheckpointIO` (unless the
+    config brings its own ``CheckpointIO``), :class:`~segzoo.callbacks.EpochSeeding` and, with checkpointing
+    on, :class:`~segzoo.callbacks.ResumeCheckpoint` (``checkpoints/resume.ckpt`` after every epoch); see
+    ``docs/cluster.md``, "Fault tolerance"."""
 
     def __init__(self, args: Sequence[str] | None = None, run: bool = True) -> None:
         super().__init__(
@@ -58,6 +68,35 @@ class SegzooCLI(LightningCLI):
             default=None,
             help="predict: folder for label PNGs and overlays (default: <log dir>/predictions)",
         )
+        parser.add_argument(
+            "--overwrite_predictions",
+            type=bool,
+            default=False,
+            help="predict: recompute and replace outputs already in --output_dir (default: skip those "
+            "images before running the model, so an interrupted predict run resumes)",
+        )
+
+    def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Callback]) -> Trainer:
+        """Lightning's trainer construction plus the fault-tolerance defaults. Added here rather than as
+        ``trainer_defaults``, which a config's own ``plugins`` or ``callbacks`` list would replace."""
+        plugins = config.get("plugins")
+        plugins = [] if plugins is None else list(plugins) if isinstance(plugins, list) else [plugins]
+        strategy = config.get("strategy")
+        strategy_io = isinstance(strategy, Strategy) and strategy._checkpoint_io is not None
+        if not strategy_io and not any(isinstance(p, CheckpointIO) for p in plugins):
+            config["plugins"] = [*plugins, AtomicCheckpointIO()]
+        configured = config.get("callbacks") or []
+        configured = configured if isinstance(configured, list) else [configured]
+        present = [*configured, *callbacks]
+        if not any(isinstance(c, EpochSeeding) for c in present):
+            # First, so the other callbacks' epoch- and batch-start hooks draw from the reseeded streams too.
+            configured = [EpochSeeding(), *configured]
+        config["callbacks"] = configured
+        if config.get("enable_checkpointing") is not False and not any(
+            isinstance(c, ResumeCheckpoint) for c in present
+        ):
+            callbacks = [*callbacks, ResumeCheckpoint()]
+        return super()._instantiate_trainer(config, callbacks)
 
     def after_fit(self) -> None:
         if not self.config[self.subcommand].get("test_after_fit"):
@@ -70,7 +109,8 @@ class SegzooCLI(LightningCLI):
         if not any(isinstance(c, PredictionWriter) for c in self.trainer.callbacks):
             output_dir = self.config[self.subcommand].get("output_dir")
             output_dir = output_dir or f"{self.trainer.log_dir or self.trainer.default_root_dir}/predictions"
-            self.trainer.callbacks.append(PredictionWriter(output_dir))
+            overwrite = bool(self.config[self.subcommand].get("overwrite_predictions"))
+            self.trainer.callbacks.append(PredictionWriter(output_dir, overwrite=overwrite))
         predict_config = self.config_init[self.subcommand]
         if predict_config.get("return_predictions") is None:
             # The writer has them on disk; keeping every prediction in memory too would not scale.

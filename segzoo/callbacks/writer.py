@@ -63,11 +63,14 @@ class PredictionWriter(BasePredictionWriter):
     (nearest) to ``meta["size"]``. Overlays are drawn on the original image re-read from ``meta["path"]``;
     for inputs that are not files (``"synthetic://val/3"``) on the batch image, denormalised.
 
-    It never writes over an input: an input inside ``output_dir``, ``labels/`` or ``overlays/`` is a
-    ``ValueError``. Existing outputs of the same input are skipped (``overwrite=False``, so an interrupted
-    run resumes; the count is reported at the end) or replaced (``overwrite=True``). Two inputs with one
-    stem get distinct names: the second takes ``<stem>_<hash of its path>``; each label PNG records its
-    input so reruns find the same names. Each DDP rank writes its own samples.
+    It never writes over an input: an ``output_dir`` that is or contains an input's folder, or whose
+    ``labels/`` or ``overlays/`` is one, is a ``ValueError``. With ``overwrite=False`` an interrupted run
+    resumes: when the datamodule can list its predict inputs without reading them
+    (:meth:`SegDataModule.predict_sources`, e.g. ``data.predict_root``), inputs whose label and overlay are
+    already written are left out of the predict set before the model runs; any other existing output is
+    skipped at write time. Both counts are reported at the end. ``overwrite=True`` recomputes and replaces
+    everything. Two inputs with one stem get distinct names: the second takes ``<stem>_<hash of its path>``;
+    each label PNG records its input so reruns find the same names. Each DDP rank writes its own samples.
     """
 
     def __init__(
@@ -86,13 +89,39 @@ class PredictionWriter(BasePredictionWriter):
         self.overlay_dir = self.output_dir / "overlays"
         self.written = 0
         self.skipped = 0
+        self.skipped_before_model = 0
         self.renamed = 0
         self._checked_folders: set[Path] = set()
         self._style: dict[str, Any] | None = None
 
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        """Before any prediction: refuse unsafe output folders and leave finished inputs out of the predict
+        set (the datamodule's ``setup`` has run; its predict loader has not been built yet)."""
+        self._checked_folders = set()
+        self.skipped_before_model = 0
+        if stage != "predict":
+            return
+        datamodule = getattr(trainer, "datamodule", None)
+        sources = getattr(datamodule, "predict_sources", lambda: None)()
+        if sources is None:
+            return
+        for raw in sources:
+            if Path(raw).is_file():
+                self._check_input_folder(Path(raw))
+        if self.overwrite:
+            return
+        # Rank 0 decides and broadcasts, so every rank drops the same samples; no rank writes before it
+        # has received the list, so rank 0's view of the folder is the state before this run.
+        done = (
+            [i for i, raw in enumerate(sources) if self.is_done(raw, i)] if trainer.is_global_zero else None
+        )
+        done = trainer.strategy.broadcast(done, src=0)
+        if done:
+            datamodule.skip_predict(done)
+        self.skipped_before_model = len(done)
+
     def on_predict_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.written = self.skipped = self.renamed = 0
-        self._checked_folders = set()
         self._style = None
 
     def _settings(self, trainer: pl.Trainer) -> dict[str, Any]:
@@ -112,22 +141,46 @@ class PredictionWriter(BasePredictionWriter):
         folder = source.resolve().parent
         if folder in self._checked_folders:
             return
-        if folder == self.output_dir.resolve():
-            raise ValueError(
-                f"PredictionWriter: output_dir {self.output_dir} is the input folder of {source}; "
-                "choose an output_dir outside the input folder"
-            )
         for out in (self.label_dir, self.overlay_dir):
             if folder == out.resolve():
                 raise ValueError(
                     f"PredictionWriter: outputs in {out} would overwrite input images such as {source}; "
                     "choose an output_dir outside the input folder"
                 )
+        output_dir = self.output_dir.resolve()
+        if folder == output_dir:
+            raise ValueError(
+                f"PredictionWriter: output_dir {self.output_dir} is the input folder of {source}; "
+                "choose an output_dir outside the input folder"
+            )
+        if folder.is_relative_to(output_dir):
+            raise ValueError(
+                f"PredictionWriter: output_dir {self.output_dir} contains the input folder {folder} of "
+                f"{source}; choose an output_dir outside the input folder"
+            )
         self._checked_folders.add(folder)
 
     def _names(self, stem: str, source: str) -> list[str]:
         digest = hashlib.sha1(source.encode("utf-8")).hexdigest()[:8]
         return [stem, f"{stem}_{digest}"]
+
+    @staticmethod
+    def _identity(raw: str, index: int | None) -> tuple[str, str, bool]:
+        """``(source, stem, is_file)`` of an input: the resolved path of a file, else ``raw`` or its index."""
+        is_file = bool(raw) and Path(raw).is_file()
+        source = str(Path(raw).resolve()) if is_file else raw or f"index://{index}"
+        stem = safe_name(Path(raw).stem if raw else f"{int(index or 0):06d}", "prediction")
+        return source, stem, is_file
+
+    def is_done(self, raw: str, index: int | None = None) -> bool:
+        """Whether the outputs of input ``raw`` (its label PNG, and its overlay when overlays are on) were
+        already written by this writer into ``output_dir``."""
+        source, stem, _ = self._identity(raw, index)
+        for name in self._names(stem, source):
+            label_path = self.label_dir / f"{name}.png"
+            if label_path.exists() and _recorded_source(label_path) == source:
+                return not self.overlay or (self.overlay_dir / f"{name}.jpg").exists()
+        return False
 
     # ------------------------------------------------------------------ writing
     def write_on_batch_end(
@@ -173,14 +226,9 @@ class PredictionWriter(BasePredictionWriter):
         index: int | None,
     ) -> None:
         raw = str(meta.get("path") or "")
-        is_file = bool(raw) and Path(raw).is_file()
+        source, stem, is_file = self._identity(raw, meta.get("index", index))
         if is_file:
             self._check_input_folder(Path(raw))
-            source = str(Path(raw).resolve())
-        else:
-            index = meta.get("index", index)
-            source = raw or f"index://{index}"
-        stem = safe_name(Path(raw).stem if raw else f"{int(index or 0):06d}", "prediction")
 
         for n, name in enumerate(self._names(stem, source)):
             label_path = self.label_dir / f"{name}.png"
@@ -284,6 +332,11 @@ class PredictionWriter(BasePredictionWriter):
         self.written, self.skipped, self.renamed = (int(v) for v in counts.tolist())
         if trainer.is_global_zero:
             message = f"PredictionWriter: wrote {self.written} prediction(s) to {self.output_dir}"
+            if self.skipped_before_model:
+                message += (
+                    f"; {self.skipped_before_model} input(s) already written were not predicted again "
+                    "(pass overwrite=True, or --overwrite_predictions=true, to recompute them)"
+                )
             if self.skipped:
                 message += f"; skipped {self.skipped} already written (pass overwrite=True to replace them)"
             if self.renamed:

@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 import segzoo.data.datasets  # noqa: F401  (fills the dataset registry)
 from segzoo.data.base import SegmentationDataset
 from segzoo.data.collate import collate_samples
+from segzoo.data.sampling import EpochSeededDataset, EpochShuffleSampler
 from segzoo.data.transforms import IMAGENET_MEAN, IMAGENET_STD, build_transforms
 from segzoo.registry import DATASETS
 
@@ -107,6 +108,7 @@ class SegDataModule(L.LightningDataModule):
         )
         self.eval_transforms = eval_transforms or build_transforms(False, **aug)
         self.datasets: dict[str, Dataset] = {}
+        self._resume_position: tuple[int, int] | None = None
 
     # -- dataset metadata, available before setup so methods can size their heads ----------------------
     @functools.cached_property
@@ -148,6 +150,9 @@ class SegDataModule(L.LightningDataModule):
         """Build the datasets the stage needs (``fit`` builds train, and val when there is one)."""
         fit = ("train", "val") if self.has_val else ("train",)
         wanted = {"fit": fit, "validate": ("val",), "test": ("test",), "predict": ("predict",)}
+        if stage == "predict" and isinstance(self.datasets.get("predict"), Subset):
+            # Each predict run starts from every input; skip_predict of an earlier run is undone.
+            self.datasets["predict"] = self.datasets["predict"].dataset
         for part in wanted.get(stage, ("train", "val", "test", "predict")) if stage else fit:
             if part not in self.datasets:
                 self._setup_part(part)
@@ -189,23 +194,62 @@ class SegDataModule(L.LightningDataModule):
         dataset = self.datasets[part]
         sampler = None
         trainer = self.trainer
-        if not shuffle and trainer is not None and trainer.world_size > 1:
-            # The default DistributedSampler pads with repeated samples; those would count twice in metrics.
-            sampler = UnrepeatedDistributedSampler(
-                dataset, num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=False
+        world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+        drop_last = shuffle and len(dataset) > batch_size
+        if shuffle:
+            # Order and augmentations are functions of (seed, epoch, sample): a run resumed from an
+            # end-of-epoch checkpoint repeats an uninterrupted run exactly (see segzoo.data.sampling).
+            epoch, done = self._train_position()
+            dataset = EpochSeededDataset(dataset, self.seed)
+            sampler = EpochShuffleSampler(
+                dataset, num_replicas=world, rank=rank, seed=self.seed, epoch=epoch, skip=done * batch_size
             )
+        elif world > 1:
+            # The default DistributedSampler pads with repeated samples; those would count twice in metrics.
+            sampler = UnrepeatedDistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=False)
         return DataLoader(
             dataset,
             batch_size=batch_size,
-            shuffle=shuffle,
             sampler=sampler,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
-            drop_last=shuffle and len(dataset) > batch_size,
+            drop_last=drop_last,
             collate_fn=functools.partial(collate_samples, ignore_index=self.ignore_index),
-            generator=torch.Generator().manual_seed(self.seed) if shuffle else None,
         )
+
+    # -- resuming -------------------------------------------------------------------------------------
+    def _fit_position(self) -> tuple[int, int]:
+        """``(epoch, batches already trained in it)`` of the fit loop: where a resumed run continues."""
+        trainer = self.trainer
+        if trainer is None:
+            return 0, 0
+        epochs = trainer.fit_loop.epoch_progress.current
+        batches = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        if epochs.started == epochs.processed:  # between epochs
+            return epochs.processed, 0
+        if batches >= trainer.num_training_batches:  # the epoch's batches are done (validation end, ...)
+            return epochs.processed + 1, 0
+        return epochs.processed, batches
+
+    def _train_position(self) -> tuple[int, int]:
+        """Where a new training loader starts. Loader workers draw their first indices when the loader is
+        created, before Lightning's ``set_epoch``; on a resume that can happen before the loop counters are
+        restored (``estimated_stepping_batches`` builds the loader early), and Lightning then starts the
+        loader from its first batch, so the position restored with this datamodule's state is used, once."""
+        position, self._resume_position = self._resume_position, None
+        return self._fit_position() if position is None else position
+
+    def state_dict(self) -> dict[str, Any]:
+        if self.trainer is None:
+            return {}
+        epoch, batches = self._fit_position()
+        return {"next_train_epoch": epoch, "train_batches_done": batches}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if "next_train_epoch" in state_dict:
+            epoch, batches = state_dict["next_train_epoch"], state_dict.get("train_batches_done", 0)
+            self._resume_position = (int(epoch), int(batches))
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", self.batch_size, shuffle=True)
@@ -221,6 +265,31 @@ class SegDataModule(L.LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         return self._loader("predict", self.eval_batch_size, shuffle=False)
+
+    # -- resuming predict runs ----------------------------------------------------------------------
+    def predict_sources(self) -> list[str] | None:
+        """The input file of every predict sample, in loader order, without reading any image: known for
+        ``predict_root`` folders (what :class:`~segzoo.callbacks.PredictionWriter` uses to leave finished
+        inputs out before the model runs); None for dataset splits."""
+        if "predict" not in self.datasets:
+            self._setup_part("predict")
+        dataset = self.datasets["predict"]
+        files = getattr(dataset, "files", None) if self.predict_root is not None else None
+        if isinstance(dataset, Subset) or files is None:
+            return None
+        return [str(path) for path in files]
+
+    def skip_predict(self, positions: list[int]) -> None:
+        """Leave the predict samples at these positions of :meth:`predict_sources` out of the predict loader
+        (their outputs are already written); the next ``setup("predict")`` brings them back."""
+        dataset = self.datasets["predict"]
+        drop = set(positions)
+        if isinstance(dataset, Subset) or not drop <= set(range(len(dataset))):
+            raise ValueError(
+                f"skip_predict: positions {sorted(drop)} do not index the {len(dataset)} unfiltered predict "
+                "samples; expected positions of predict_sources() after setup('predict')"
+            )
+        self.datasets["predict"] = Subset(dataset, [i for i in range(len(dataset)) if i not in drop])
 
     def train_eval_dataloader(self) -> DataLoader:
         """The training split (without the holdout) with evaluation transforms, in order: for protocols that

@@ -13,6 +13,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from segzoo.callbacks.writer import SOURCE_KEY, PredictionWriter
+from segzoo.data.datamodule import SegDataModule
 from segzoo.data.io import read_image, read_image_array, read_label_array
 from segzoo.viz import overlay
 
@@ -101,7 +102,14 @@ class TinySeg(pl.LightningModule):
         return {"pred": pred, "meta": batch["meta"]}
 
 
-def predict(writer: PredictionWriter, paths: list, model: TinySeg | None = None, scale: int = 1) -> TinySeg:
+def predict(
+    writer: PredictionWriter,
+    paths: list,
+    model: TinySeg | None = None,
+    scale: int = 1,
+    datamodule: pl.LightningDataModule | None = None,
+    **trainer_kwargs,
+) -> TinySeg:
     model = model or TinySeg()
     trainer = pl.Trainer(
         accelerator="cpu",
@@ -110,8 +118,9 @@ def predict(writer: PredictionWriter, paths: list, model: TinySeg | None = None,
         callbacks=[writer],
         enable_progress_bar=False,
         enable_model_summary=False,
+        **trainer_kwargs,
     )
-    trainer.predict(model, datamodule=Data(paths, scale), return_predictions=False)
+    trainer.predict(model, datamodule=datamodule or Data(paths, scale), return_predictions=False)
     return model
 
 
@@ -168,6 +177,8 @@ def test_refuses_to_write_into_the_input_folder(tmp_path):
     labelled = write_images(tmp_path / "out" / "labels", {"x.png": (5, 5)})
     with pytest.raises(ValueError, match=rf"outputs in {tmp_path}/out/labels would overwrite input images"):
         predict(PredictionWriter(tmp_path / "out", overwrite=True), labelled)
+    with pytest.raises(ValueError, match=rf"output_dir {tmp_path} contains the input folder {folder} of"):
+        predict(PredictionWriter(tmp_path), paths)
     assert {p: p.read_bytes() for p in paths} == before
     assert [p.name for p in (tmp_path / "out" / "labels").iterdir()] == ["x.png"]
 
@@ -253,3 +264,58 @@ def test_rejects_predictions_not_following_the_convention(tmp_path):
         predict(PredictionWriter(tmp_path / "out"), paths, Bad())
     with pytest.raises(ValueError, match="alpha=2"):
         PredictionWriter(tmp_path / "out", alpha=2)
+
+
+def _folder_data(folder: Path) -> SegDataModule:
+    """The CLI's predict data: every image of ``folder`` (``--data.predict_root``), two per batch."""
+    return SegDataModule(
+        dataset="synthetic", dataset_kwargs={"num_classes": 3}, predict_root=str(folder), eval_batch_size=2
+    )
+
+
+def _outputs(out: Path) -> dict[str, bytes]:
+    return {f"{p.parent.name}/{p.name}": p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+
+
+FOLDER = {f"img{i}.png": (6 + i, 9) for i in range(5)}
+
+
+def test_an_interrupted_folder_run_resumes_without_predicting_finished_images_again(tmp_path, capsys):
+    paths = write_images(tmp_path / "in", FOLDER)
+    predict(PredictionWriter(tmp_path / "whole"), paths, datamodule=_folder_data(tmp_path / "in"))
+    out = tmp_path / "out"
+    first = predict(
+        PredictionWriter(out), paths, datamodule=_folder_data(tmp_path / "in"), limit_predict_batches=2
+    )  # interrupted after two batches
+    assert sorted(Path(p).name for p in first.recorded) == ["img0.png", "img1.png", "img2.png", "img3.png"]
+    stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*.*")}
+    assert len(stamps) == 8
+    capsys.readouterr()
+
+    writer = PredictionWriter(out)
+    again = predict(writer, paths, datamodule=_folder_data(tmp_path / "in"))
+    assert list(again.recorded) == [str(paths[4])]  # the model ran on the unfinished image only
+    assert (writer.skipped_before_model, writer.written, writer.skipped) == (4, 1, 0)
+    assert "4 input(s) already written were not predicted again" in capsys.readouterr().out
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+    assert _outputs(out) == _outputs(tmp_path / "whole")  # the same files as one uninterrupted run
+
+    (out / "overlays" / "img1.jpg").unlink()  # an input without its overlay is not finished
+    partial = PredictionWriter(out)
+    assert list(predict(partial, paths, datamodule=_folder_data(tmp_path / "in")).recorded) == [str(paths[1])]
+    assert _outputs(out) == _outputs(tmp_path / "whole")
+
+    everything = PredictionWriter(out, overwrite=True)
+    model = predict(everything, paths, TinySeg(constant=2), datamodule=_folder_data(tmp_path / "in"))
+    assert len(model.recorded) == 5 and everything.skipped_before_model == 0 and everything.written == 5
+    assert all((read_label_array(out / "labels" / f"img{i}.png") == 2).all() for i in range(5))
+
+
+def test_a_folder_run_refuses_an_output_dir_holding_its_inputs_before_predicting(tmp_path):
+    paths = write_images(tmp_path / "data" / "in", FOLDER)
+    for output_dir in (tmp_path / "data" / "in", tmp_path / "data"):
+        model = TinySeg()
+        with pytest.raises(ValueError, match="choose an output_dir outside the input folder"):
+            predict(PredictionWriter(output_dir), paths, model, datamodule=_folder_data(paths[0].parent))
+        assert model.recorded == {}  # refused before the model ran
+    assert sorted(p.name for p in (tmp_path / "data" / "in").iterdir()) == sorted(FOLDER)
