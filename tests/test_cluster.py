@@ -1,10 +1,16 @@
 """The CLI resolves world size and ranks from SLURM and torchrun environments without launching anything."""
 
+import contextlib
+import os
+from collections.abc import Iterator
 from pathlib import Path
+from unittest import mock
 
 import pytest
+import torch
 
 from segzoo.cli import SegzooCLI
+from segzoo.launch import DIST_KEYS, DIST_PREFIXES
 
 REPO = Path(__file__).resolve().parents[1]
 ARGS = [
@@ -83,25 +89,66 @@ def test_torchrun_environment(monkeypatch):
     assert (trainer.world_size, trainer.global_rank, trainer.local_rank, trainer.node_rank) == (4, 2, 0, 1)
 
 
+def test_sync_batchnorm_is_opt_in():
+    """SyncBatchNorm is off by default (and in every shipped config); ``--trainer.sync_batchnorm=true``
+    makes the DDP strategy convert every BatchNorm of the model. Running it needs GPUs: torch's DDP refuses
+    SyncBatchNorm on CPU modules ("SyncBatchNorm layers only work with GPU modules")."""
+    args = [*ARGS, "--model.init_args.num_classes=4"]
+    assert SegzooCLI(args=args, run=False).trainer.strategy._layer_sync is None
+    assert not [p for p in (REPO / "configs").rglob("*.yaml") if "sync_batchnorm: true" in p.read_text()]
+    cli = SegzooCLI(args=[*args, "--trainer.sync_batchnorm=true"], run=False)
+    layer_sync = cli.trainer.strategy._layer_sync
+    assert type(layer_sync).__name__ == "TorchSyncBatchNorm"
+    batchnorms = sum(isinstance(m, torch.nn.BatchNorm2d) for m in cli.model.modules())
+    assert batchnorms > 0
+    synced = layer_sync.apply(cli.model)
+    assert sum(isinstance(m, torch.nn.SyncBatchNorm) for m in synced.modules()) == batchnorms
+    assert not any(type(m) is torch.nn.BatchNorm2d for m in synced.modules())
+
+
+@contextlib.contextmanager
+def isolated_environ() -> Iterator[None]:
+    """``os.environ`` without distributed-job variables inside, exactly as before on exit (added, changed and
+    removed keys). Building a trainer under a cluster environment writes MASTER_ADDR/MASTER_PORT into
+    ``os.environ`` (SLURM: the first node, 15000 + job id); a leaked ``MASTER_ADDR=gpu07`` made every later
+    DDP subprocess of the session wait for a host that does not exist (the hang of
+    tests/test_ddp.py in full-suite runs). ``monkeypatch.delenv`` cannot prevent it: it only restores
+    variables that existed before the test."""
+    with mock.patch.dict(os.environ):
+        for key in [k for k in os.environ if k in DIST_KEYS or k.startswith(DIST_PREFIXES)]:
+            del os.environ[key]
+        yield
+
+
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch):
-    """Building a trainer under a cluster environment sets process-global state (the rank that
-    rank_zero_only methods check, MASTER_ADDR/PORT): restore it so later tests log as rank 0."""
+    """Restore the environment and the rank that rank_zero_only methods check (set by building a trainer
+    under a cluster environment), so later tests neither log as another rank nor rendezvous elsewhere."""
     from lightning.fabric.utilities.rank_zero import rank_zero_only
 
-    keys = (
-        "SLURM_NTASKS",
-        "SLURM_JOB_ID",
-        "TORCHELASTIC_RUN_ID",
-        "RANK",
-        "WORLD_SIZE",
-        "LOCAL_RANK",
-        "MASTER_ADDR",
-        "MASTER_PORT",
-        "NODE_RANK",
-        "GROUP_RANK",
-        "LOCAL_WORLD_SIZE",
-    )
-    for key in keys:
-        monkeypatch.delenv(key, raising=False)
     monkeypatch.setattr(rank_zero_only, "rank", getattr(rank_zero_only, "rank", 0))
+    with isolated_environ():
+        yield
+
+
+def test_environment_is_restored():
+    outside = dict(os.environ)
+    with isolated_environ():
+        os.environ.update(
+            {
+                "SLURM_NTASKS": "2",
+                "SLURM_NTASKS_PER_NODE": "2",
+                "SLURM_NODEID": "0",
+                "SLURM_PROCID": "0",
+                "SLURM_LOCALID": "0",
+                "SLURM_JOB_NAME": "segzoo",
+                "SLURM_JOB_ID": "99",
+                "SLURM_NODELIST": "node[3-4]",
+            }
+        )
+        trainer = SegzooCLI(args=[*ARGS[:-1], "--trainer.num_nodes=1"], run=False).trainer
+        env = trainer.strategy.cluster_environment
+        assert (env.main_address, env.main_port) == ("node3", 15000 + 99)
+        assert os.environ["MASTER_ADDR"] == "node3"  # what Lightning leaves behind
+        assert os.environ["MASTER_PORT"] == str(15000 + 99)
+    assert dict(os.environ) == outside

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,14 +21,16 @@ from torch import Tensor, nn
 from torch.optim.lr_scheduler import LambdaLR
 from torchvision.ops import roi_align
 
+from segzoo.callbacks.landmarks import gather_rows
 from segzoo.losses.r2o import region_loss, region_pool
 from segzoo.methods.lars import LARS, lars_param_groups
 from segzoo.models.backbones import create_backbone
 from segzoo.models.features import resolve_path
-from segzoo.ops.kmeans import kmeans
+from segzoo.ops.kmeans import KMeansResult, kmeans
 from segzoo.registry import METHODS
 
 ENCODER_FILE = "r2o_encoder.pth"
+KMEANS_SCOPES = ("process", "global")
 
 
 def k_schedule(epoch: int, total: int, k_max: int = 128, k_min: int = 4) -> int:
@@ -93,6 +96,30 @@ def superpixel_embeddings(features: Tensor, superpixels: Tensor) -> tuple[Tensor
     means = sums / coverage.sum(-1, keepdim=True).clamp_min(1.0)
     present = torch.arange(n_max, device=features.device)[None, :] < counts[:, None]
     return means[present], counts
+
+
+def global_kmeans(
+    embeddings: Tensor,
+    k: int,
+    iters: int,
+    seed: int,
+    all_gather: Callable[[Tensor], Tensor],
+    world_size: int,
+    rank: int,
+) -> tuple[KMeansResult, slice]:
+    """K-means over the ``[N_r, C]`` embeddings of every process at once (``min(k, sum N_r)`` clusters).
+
+    ``all_gather`` maps one process's tensor to the stack of all processes' (``LightningModule.all_gather``).
+    The points are concatenated in rank order and every rank runs the same seeded :func:`kmeans` on them,
+    so all ranks hold the same result, equal to one process clustering the concatenation. Returns that
+    result and the slice of its labels that belongs to this rank's points.
+    """
+    count = torch.tensor(embeddings.shape[0], device=embeddings.device)
+    counts = all_gather(count).view(-1)
+    points = gather_rows(embeddings, all_gather, world_size)
+    result = kmeans(points, min(k, points.shape[0]), iters=iters, seed=seed)
+    start = int(counts[:rank].sum())
+    return result, slice(start, start + embeddings.shape[0])
 
 
 def paint_clusters(labels: Tensor, counts: Tensor, superpixels: Tensor, size: int) -> Tensor:
@@ -170,6 +197,12 @@ class R2O(L.LightningModule):
         k_max, k_min, k_epochs: the K curriculum.
         mask_size: side of the painted cluster map (56).
         kmeans_iters: K-means iteration cap (200).
+        kmeans_scope: under DDP, ``"process"`` (default) clusters each process's batch on its own, like a
+            single-GPU run of that batch and with no communication; ``"global"`` all-gathers the superpixel
+            embeddings of every process and runs the same seeded K-means on every rank over all of them
+            (the global batch, as one process with the whole batch would; cluster ids agree across ranks),
+            at the price of the gather and of every rank clustering ``world_size`` times more points.
+            Identical without DDP. See docs/r2o.md, "Under DDP".
         min_region_area: a region counts in a view when its mask covers more than this fraction.
         base_lr, lars_momentum, weight_decay, lars_eta, warmup_epochs, lr_k_scaling: optimisation.
         base_tau: EMA momentum at step 0 (0.99, rising to 1).
@@ -190,6 +223,7 @@ class R2O(L.LightningModule):
         k_epochs: int | None = None,
         mask_size: int = 56,
         kmeans_iters: int = 200,
+        kmeans_scope: str = "process",
         min_region_area: float = 1e-3,
         base_lr: float = 0.3,
         lars_momentum: float = 0.9,
@@ -203,6 +237,8 @@ class R2O(L.LightningModule):
         super().__init__()
         if not 1 <= k_min <= k_max:
             raise ValueError(f"R2O: expected 1 <= k_min <= k_max, got k_min={k_min}, k_max={k_max}")
+        if kmeans_scope not in KMEANS_SCOPES:
+            raise ValueError(f"R2O: kmeans_scope must be one of {KMEANS_SCOPES}, got {kmeans_scope!r}")
         if not 0.0 <= base_tau <= 1.0:
             raise ValueError(f"R2O: base_tau must be in [0, 1], got {base_tau}")
         self.save_hyperparameters()
@@ -265,10 +301,23 @@ class R2O(L.LightningModule):
         features = self._target_layer3(raw)
         embeddings, counts = superpixel_embeddings(features, superpixels)
         embeddings = F.normalize(embeddings.float(), dim=-1)
-        k = min(k, embeddings.shape[0])
-        labels = kmeans(embeddings[None], k, iters=self.hparams.kmeans_iters, seed=seed).labels[0]
+        labels, k = self.cluster(embeddings, k, seed)
         painted = paint_clusters(labels, counts, superpixels, self.hparams.mask_size)
         return F.one_hot(painted, k).permute(0, 3, 1, 2).to(raw.dtype)
+
+    @torch.no_grad()
+    def cluster(self, embeddings: Tensor, k: int, seed: int) -> tuple[Tensor, int]:
+        """K-means labels of this process's ``embeddings [N, C]`` and the K used (``min(k, points)``); with
+        ``kmeans_scope="global"`` under DDP the points of all processes are clustered together (same seed,
+        same result on every rank) and this process's slice of the labels is returned."""
+        world_size = self.trainer.world_size if self._trainer is not None else 1
+        if self.hparams.kmeans_scope == "process" or world_size <= 1:
+            k = min(k, embeddings.shape[0])
+            return kmeans(embeddings[None], k, iters=self.hparams.kmeans_iters, seed=seed).labels[0], k
+        result, own = global_kmeans(
+            embeddings, k, self.hparams.kmeans_iters, seed, self.all_gather, world_size, self.global_rank
+        )
+        return result.labels[own], result.centroids.shape[0]
 
     # -- training -------------------------------------------------------------------------------------
     def compute_loss(self, batch: dict[str, Any], k: int, seed: int) -> dict[str, Tensor]:
@@ -289,7 +338,10 @@ class R2O(L.LightningModule):
         both = valid[0] & valid[1]
         regions = both.sum()
         if int(regions) < 2:
-            zero = sum(f.sum() for f, _ in online) * 0.0
+            # Every parameter takes part (with a zero gradient), so DDP's gradient reduction sees the same
+            # parameters on every rank whichever branch each rank took; no find_unused_parameters needed.
+            heads = [*self.online_projector.parameters(), *self.predictor.parameters()]
+            zero = (sum(f.sum() for f, _ in online) + sum(p.sum() for p in heads)) * 0.0
             return {"loss": zero, "regions": regions.float() / both.shape[0]}
         q = [self.predictor(self.online_projector(region_pool(f, m)[both])) for f, m in online]
         with torch.no_grad():
@@ -363,11 +415,12 @@ class R2O(L.LightningModule):
 
     def on_fit_end(self) -> None:
         """Export the online encoder (rank 0) to ``export_encoder`` or ``<log_dir>/r2o_encoder.pth``."""
+        target = self.hparams.export_encoder
+        # trainer.log_dir is a broadcast from rank 0: every rank must call it, not only the one that writes.
+        log_dir = self.trainer.log_dir if target is None else None
         if not self.trainer.is_global_zero:
             return
-        target = self.hparams.export_encoder
         if target is None:
-            log_dir = self.trainer.log_dir
             if log_dir is None:
                 return
             target = Path(log_dir) / ENCODER_FILE
@@ -378,6 +431,7 @@ class R2O(L.LightningModule):
 __all__ = [
     "R2O",
     "align_masks",
+    "global_kmeans",
     "k_schedule",
     "mlp",
     "paint_clusters",

@@ -136,7 +136,9 @@ class SupervisedSegmentation(L.LightningModule):
         if "mask" in batch:
             out["target"] = batch["mask"]
             loss = F.cross_entropy(logits, batch["mask"], ignore_index=self.hparams.ignore_index)
-            self.log(f"{stage}/loss", loss, batch_size=batch["image"].shape[0], sync_dist=True)
+            # A float batch size: Lightning averages the summed sample counts over processes, and an
+            # integer count would be truncated (13 samples on 2 processes -> 6), inflating the loss.
+            self.log(f"{stage}/loss", loss, batch_size=float(batch["image"].shape[0]), sync_dist=True)
         return out
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, torch.Tensor]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import threading
 
@@ -14,6 +13,7 @@ from lightning.pytorch.loggers import CSVLogger
 
 from segzoo.callbacks.landmarks import LandmarkMetrics, gather_rows
 from segzoo.data import SegDataModule
+from segzoo.launch import run_isolated
 from segzoo.metrics.landmarks import grid_centres, normalised_error
 
 NUM_PARTS = 4
@@ -246,13 +246,8 @@ def test_two_processes_equal_one(tmp_path):
     """13 images in batches of 4 on 2 gloo processes (7 + 6): the gathered fit and the error are exact."""
     (tmp_path / "run.py").write_text(DDP_SCRIPT)
     for devices in (1, 2):
-        done = subprocess.run(
-            [sys.executable, "run.py", str(devices)],
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
+        # own process group, free port, clean environment, killed as a whole on timeout (segzoo.launch)
+        done = run_isolated([sys.executable, "run.py", str(devices)], cwd=tmp_path, timeout=300)
         assert done.returncode == 0, done.stderr[-3000:]
     single = json.loads((tmp_path / "out1" / "rank0.json").read_text())
     assert single["num_images"] == 13 and single["num_fit_images"] == 13
