@@ -238,3 +238,154 @@ def test_synthetic_config_fits_and_exports(tmp_path: Path) -> None:
     assert len(exported) == 1
     seg = segzoo.create_model("deeplabv3", num_classes=2, backbone="resnet18", backbone_weights=exported[0])
     assert torch.equal(seg.backbone.conv1.weight, torch.load(exported[0])["conv1.weight"])
+
+
+# -- benchmarks/r2o_pretrain.py: the pieces the benchmark adds around the method -----------------------------
+def _benchmark():
+    """Import the benchmark script (``benchmarks/`` is not a package)."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "r2o_pretrain.py"
+    spec = importlib.util.spec_from_file_location("r2o_pretrain_benchmark", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def bench():
+    return _benchmark()
+
+
+def _write_images(folder: Path, count: int, size: tuple[int, int] = (40, 48)) -> None:
+    from PIL import Image
+
+    folder.mkdir(parents=True)
+    gen = torch.Generator().manual_seed(count)
+    for i in range(count):
+        pixels = torch.randint(0, 256, (*size, 3), generator=gen, dtype=torch.uint8).numpy()
+        Image.fromarray(pixels).save(folder / f"img{i}.png")
+
+
+def test_benchmark_config_sets_flags_and_rejects_unknown_keys(bench, tmp_path: Path) -> None:
+    config = Path(__file__).resolve().parents[2] / "configs" / "r2o" / "shared_images.yaml"
+    args = bench.parse_args(["--config", str(config), "--minutes", "3"])
+    assert args.minutes == 3.0  # the flag wins over the file
+    assert args.backbone == "resnet18" and args.k_max == 128 and args.k_min == 4
+    assert "camvid/train" in args.sources and "camvid/val" not in args.sources
+    assert args.figure_ks == [128, 64, 32, 16, 8, 4] and args.steps == 0  # steps sized from the minutes
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("minutes: 1\nminuets: 2\n")
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--config", str(bad)])
+
+
+def test_unlabelled_images_concatenate_sources_without_labels(bench, tmp_path: Path) -> None:
+    _write_images(tmp_path / "a", 2)
+    _write_images(tmp_path / "b" / "images", 3)
+    data = bench.unlabelled_images(tmp_path, ["a", "b/images"], R2OViews(size=32, n_segments=20))
+    assert len(data) == 5
+    sample = data[3]
+    assert sample["view1"].shape == (3, 32, 32) and sample["superpixels"].shape == (32, 32)
+    assert "mask" not in sample and sample["meta"]["path"].endswith("img1.png")
+    with pytest.raises(FileNotFoundError, match="missing: pretraining source folder not found"):
+        bench.unlabelled_images(tmp_path, ["a", "missing"])
+
+
+def test_timed_loader_yields_every_batch_and_records_one_wait_each(bench) -> None:
+    timed = bench.TimedLoader(torch.utils.data.DataLoader(list(range(10)), batch_size=3))
+    batches = list(timed)
+    assert [b.tolist() for b in batches] == [[0, 1, 2], [3, 4, 5], [6, 7, 8], [9]]
+    assert len(timed) == 4 and len(timed.waits) == 4 and all(w >= 0 for w in timed.waits)
+    list(timed)  # a second epoch appends
+    assert len(timed.waits) == 8
+
+
+class _ColourFeatures(torch.nn.Module):
+    """A stand-in encoder: its ``layer3`` is the image's colour at stride 4, so K = 2 separates colours."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.unused = torch.nn.Parameter(torch.zeros(1))
+        self.out_features = ["layer3"]
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"layer3": torch.nn.functional.avg_pool2d(x, 4) + 3.0}
+
+
+def _square_samples(label_half: bool) -> list[dict]:
+    """Blue 64x64 images with a red square [16, 48); the mask is the square, or only its left half."""
+    samples = []
+    for shift in (0, 8):
+        image = torch.zeros(3, 64, 64, dtype=torch.uint8)
+        image[2] = 200
+        red = torch.tensor([220, 20, 20], dtype=torch.uint8)[:, None, None]
+        image[:, 16 + shift : 48 + shift, 16:48] = red
+        mask = torch.zeros(64, 64, dtype=torch.long)
+        mask[16 + shift : 48 + shift, 16 : 32 if label_half else 48] = 1
+        samples.append({"image": image, "mask": mask})
+    return samples
+
+
+def test_frozen_foreground_protocol_scores(bench) -> None:
+    encoder = _ColourFeatures()
+    perfect = bench.frozen_foreground(encoder, _square_samples(False), 64, "layer3", 30, seed=0, restarts=3)
+    for key in ("image_fg_iou", "set_fg_iou"):
+        assert perfect[key] == pytest.approx(100.0, abs=0.5)
+    # only the square's left half is foreground: the square-shaped prediction gets IoU 1/2; background IoU
+    # is (64^2 - 32^2) / (64^2 - 32^2 / 2), so mIoU is their mean
+    half = bench.frozen_foreground(encoder, _square_samples(True), 64, "layer3", 30, seed=0)
+    bg = (64**2 - 32**2) / (64**2 - 32**2 / 2)
+    assert half["image_fg_iou"] == pytest.approx(50.0, abs=1.0)
+    assert half["image_miou"] == pytest.approx(100 * (0.5 + bg) / 2, abs=1.0)
+    # a smaller working size: prediction painted at 32x32 and resized to the 64x64 mask
+    small = bench.frozen_foreground(encoder, _square_samples(False), 32, "layer3", 30, seed=0)
+    assert small["image_fg_iou"] == pytest.approx(100.0, abs=1.0)
+
+
+def test_atomic_save_and_mask_figure(bench, tmp_path: Path) -> None:
+    path = bench.atomic_torch_save({"w": torch.ones(2)}, tmp_path / "sub" / "enc.pth")
+    assert torch.equal(torch.load(path)["w"], torch.ones(2))
+    assert [p.name for p in path.parent.iterdir()] == ["enc.pth"]  # no temporary file left
+    _write_images(tmp_path / "imgs", 3)
+    args = bench.parse_args(
+        ["--size", "32", "--batch-size", "3", "--n-segments", "20", "--projector-hidden", "8",
+         "--projector-out", "4", "--predictor-hidden", "8"]
+    )  # fmt: skip
+    model = bench.build_r2o(args)
+    figure = bench.mask_figure(
+        model.target_encoder.state_dict(), args, bench.unlabelled_images(tmp_path, ["imgs"]), [8, 2],
+        tmp_path / "fig.png", shown=2,
+    )  # fmt: skip
+    from PIL import Image
+
+    picture = Image.open(figure)
+    scale = 192 // 32
+    # 3 columns (image, K = 8, K = 2) and 2 rows of 32 x scale cells, 4 px padding, an 18 px header
+    assert picture.size == (3 * 32 * scale + 4 * 4, 18 + 2 * 32 * scale + 3 * 4)
+
+
+def test_batchnorm_recalibration_averages_the_images_statistics(bench) -> None:
+    from torchvision.transforms import InterpolationMode
+    from torchvision.transforms.v2 import functional as TF
+
+    from segzoo.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 2, 1), torch.nn.BatchNorm2d(2))
+    weights = [p.detach().clone() for p in net.parameters()]
+    samples = _square_samples(False) * 10  # 20 images
+    bench.recalibrate_batchnorm(net, samples, size=16, n=18)  # batches of 16 and 2
+    assert not net.training and int(net[1].num_batches_tracked) == 2
+    assert all(torch.equal(a, b) for a, b in zip(weights, net.parameters(), strict=True))
+    resized = [
+        TF.resize(s["image"], [16, 16], InterpolationMode.BICUBIC, antialias=True) for s in samples[:18]
+    ]
+    x = TF.normalize(
+        TF.to_dtype(torch.stack(resized), torch.float32, scale=True), IMAGENET_MEAN, IMAGENET_STD
+    )
+    with torch.no_grad():
+        features = net[0](x)
+    # momentum None: the running mean is the plain average of the two batch means
+    expected = (features[:16].mean((0, 2, 3)) + features[16:].mean((0, 2, 3))) / 2
+    torch.testing.assert_close(net[1].running_mean, expected, atol=1e-5, rtol=1e-4)
