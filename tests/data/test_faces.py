@@ -10,7 +10,13 @@ import torch
 from PIL import Image
 from torchvision import tv_tensors
 
-from segzoo.data.datasets.faces import FaceLandmarks, five_point_landmarks, inter_ocular_distance, read_pts
+from segzoo.data.datasets.faces import (
+    FaceLandmarks,
+    centre_prior,
+    five_point_landmarks,
+    inter_ocular_distance,
+    read_pts,
+)
 from segzoo.registry import DATASETS
 
 SIZE = 32
@@ -144,3 +150,29 @@ def test_real_helen_faces(shared_data: Path) -> None:
         left_first += bool(kp[0, 0] < kp[1, 0])
         assert inter_ocular_distance(kp) > 10
     assert left_first >= 0.9 * len(indices)
+
+
+def test_centre_prior_values() -> None:
+    prior = centre_prior(5, 7, sigma=0.25)
+    assert prior.shape == (5, 7) and prior.dtype == torch.float32
+    assert float(prior[2, 3]) == pytest.approx(1.0)
+    # symmetric about the centre, decreasing outwards, exp(-0.5) one std (0.25 x 7 px) away in x
+    assert torch.allclose(prior, prior.flip(0)) and torch.allclose(prior, prior.flip(1))
+    assert float(prior[2, 0]) < float(prior[2, 1]) < float(prior[2, 2]) < float(prior[2, 3])
+    far = centre_prior(1, 101, sigma=0.25)
+    assert float(far[0, 50 + 25]) == pytest.approx(float(np.exp(-0.5 * (25 / 25.25) ** 2)), rel=1e-5)
+    with pytest.raises(ValueError, match="sigma"):
+        centre_prior(4, 4, sigma=0.0)
+
+
+def test_dataset_centre_saliency(tmp_path: Path) -> None:
+    make_faces(tmp_path / "train")
+    plain = FaceLandmarks(tmp_path, "train")[0]
+    assert "saliency" not in plain
+    sample = FaceLandmarks(tmp_path, "train", saliency="centre", saliency_sigma=0.3)[0]
+    assert isinstance(sample["saliency"], tv_tensors.Mask)
+    assert torch.equal(sample["saliency"].as_subclass(torch.Tensor), centre_prior(SIZE, SIZE, 0.3))
+    with pytest.raises(ValueError, match="saliency='learned'"):
+        FaceLandmarks(tmp_path, "train", saliency="learned")
+    with pytest.raises(ValueError, match="saliency_sigma"):
+        FaceLandmarks(tmp_path, "train", saliency="centre", saliency_sigma=-1.0)

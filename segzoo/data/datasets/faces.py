@@ -97,6 +97,22 @@ def five_point_landmarks(points68: ArrayT) -> ArrayT:
     return np.stack(rows)
 
 
+def centre_prior(height: int, width: int, sigma: float = 0.25) -> torch.Tensor:
+    """A fixed Gaussian centre prior ``[H, W]`` in (0, 1]: 1 at the image centre, std ``sigma`` x the side.
+
+    Not a saliency detector: the same map for every image. It is a fair prior only for collections whose
+    object is centred by construction (face crops around their landmark box). Pixel (i, j) has its centre at
+    (x, y) = (j, i), as everywhere in segzoo.
+    """
+    if not sigma > 0:
+        raise ValueError(f"centre_prior: sigma must be > 0 (a fraction of the image side), got {sigma}")
+    if height < 1 or width < 1:
+        raise ValueError(f"centre_prior: image size must be positive, got height={height}, width={width}")
+    y = (torch.arange(height, dtype=torch.float32) - (height - 1) / 2) / (sigma * height)
+    x = (torch.arange(width, dtype=torch.float32) - (width - 1) / 2) / (sigma * width)
+    return torch.exp(-0.5 * (y[:, None] ** 2 + x[None, :] ** 2))
+
+
 def inter_ocular_distance(points5: np.ndarray | torch.Tensor) -> float:
     """Euclidean distance between the two eye centres (rows 0 and 1) of [5, 2] landmarks."""
     if tuple(points5.shape) != (5, 2):
@@ -112,6 +128,10 @@ class FaceLandmarks(SegmentationDataset):
     ``root`` may also directly hold ``images/`` and ``landmarks/`` (then ``split`` is only recorded).
     ``points="5"`` gives the 5 MAFL points (see :func:`five_point_landmarks`), ``"68"`` all of them, as
     ``keypoints`` [K, 2] (x, y) float32 in pixels of the image.
+
+    ``saliency="centre"`` adds ``saliency``: the fixed Gaussian :func:`centre_prior` (std ``saliency_sigma``
+    x the image side), for SCOPS's soft-masked semantic term. It is an unsupervised prior that the crops are
+    centred on the face, not a saliency map of the image; None (default) adds nothing.
     """
 
     classes: tuple[str, ...] = ()
@@ -122,11 +142,19 @@ class FaceLandmarks(SegmentationDataset):
         split: str = "train",
         transforms: Callable[[Sample], Sample] | None = None,
         points: str = "5",
+        saliency: str | None = None,
+        saliency_sigma: float = 0.25,
     ) -> None:
         super().__init__(transforms)
         points = str(points)
         if points not in ("5", "68"):
             raise ValueError(f"face_landmarks: points={points!r}; expected '5' or '68'")
+        if saliency not in (None, "centre"):
+            raise ValueError(f"face_landmarks: saliency={saliency!r}; expected None or 'centre'")
+        if not saliency_sigma > 0:
+            raise ValueError(f"face_landmarks: saliency_sigma must be > 0, got {saliency_sigma}")
+        self.saliency = saliency
+        self.saliency_sigma = float(saliency_sigma)
         self.root = Path(root)
         self.split = split
         self.points = points
@@ -160,8 +188,12 @@ class FaceLandmarks(SegmentationDataset):
         keypoints = tv_tensors.KeyPoints(
             torch.from_numpy(points).to(torch.float32), canvas_size=tuple(image.shape[-2:])
         )
-        return {
+        sample: Sample = {
             "image": image,
             "keypoints": keypoints,
             "meta": {"path": str(image_path), "landmarks_path": str(pts_path)},
         }
+        if self.saliency == "centre":
+            prior = centre_prior(image.shape[-2], image.shape[-1], self.saliency_sigma)
+            sample["saliency"] = tv_tensors.Mask(prior)
+        return sample
