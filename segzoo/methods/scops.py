@@ -439,7 +439,8 @@ class SCOPS(L.LightningModule):
         self.log(
             f"{stage}/loss_concentration",
             concentration_loss(probs[:, 1:], eps, mask),
-            batch_size=images.shape[0],
+            # float: Lightning averages the summed sample counts over processes, an int count truncates
+            batch_size=float(images.shape[0]),
             sync_dist=True,
         )
         out: dict[str, Any] = {
