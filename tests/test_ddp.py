@@ -291,7 +291,8 @@ def test_scops_fit_and_landmarks(tmp_path):
     keys = ("test/aAcc", "test/mIoU", "test/mAcc", "test/landmark_error")
     assert_same(logged(double, "test/"), logged(single, "test/"), keys)
     conc_1, conc_2 = (logged(run, "test/")["test/loss_concentration"] for run in (single, double))
-    assert conc_2 == pytest.approx(conc_1, rel=1e-5)  # a mean over 13 images, not 12 (see the supervised test)
+    # A mean over 13 images, not 12 (see the supervised test).
+    assert conc_2 == pytest.approx(conc_1, rel=1e-5)
     landmarks = report(single, "landmark_metrics")
     assert landmarks == report(double, "landmark_metrics")
     assert landmarks["num_images"] == 13 and landmarks["num_fit_images"] == 13
