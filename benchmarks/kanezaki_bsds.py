@@ -368,12 +368,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--figure", type=Path, default=None, help="save image | fast | felzenszwalb here")
     parser.add_argument("--figure-images", type=int, default=3, help="rows of the figure (default 3)")
     parser.add_argument("--profile", action="store_true", help="only time fast's stages on one val image")
-    parser.add_argument("--profile-iter", type=int, default=64, help="updates timed by --profile")
+    parser.add_argument(
+        "--profile-iter", type=int, default=None, help="updates timed by --profile (default: fast's max_iter)"
+    )
     args = parser.parse_args(argv)
 
     if args.profile:
         image = split_pairs(args.data, "val", 1)[0][0]
-        result = profile(image, args.profile_iter)
+        from segzoo.methods.kanezaki import resolve_config
+
+        result = profile(image, args.profile_iter or resolve_config("fast").max_iter)
         print(json.dumps(result, indent=2))
         if args.json:
             args.json.write_text(json.dumps({"profile": result, "image": image}, indent=2))
