@@ -168,15 +168,22 @@ class BSDSMetrics(Metric):
     """Means over images of covering, PRI, VoI, best-match mIoU and segment counts (BSDS500 protocol).
 
     Each score is also computed on the connected-component relabelling of the prediction (keys prefixed
-    ``cc_``). States are per-image sums and the image count, all summed across processes, so the means are
-    exact under DDP. ``ignore_index`` marks unannotated (padded) pixels in the annotations: they are left
-    out of the scores, and segments are counted on pixels annotated in at least one annotation.
+    ``cc_``). States are per-image sums and the image count, all summed across processes. The sums are
+    integers (scores in fixed point, 2**-36 per image; segment counts as they are), so they do not depend on
+    how the images were split over processes or batches: the means under DDP equal a single process's to
+    the last bit, which float sums in a different order would not. ``ignore_index`` marks unannotated
+    (padded) pixels in the annotations: they are left out of the scores, and segments are counted on pixels
+    annotated in at least one annotation.
     """
 
     is_differentiable = False
     higher_is_better = None  # VoI and segment counts are lower-is-better, the others higher-is-better
     full_state_update = False
     KEYS = REPORTED
+    # Fixed-point scale of the score sums: 2**-36 resolution per image, and room in int64 for about 2
+    # million images of scores up to 64 (VoI is the largest, below 2 ln(pixels)).
+    SCALE = 2**36
+    COUNTS = ("segments", "cc_segments")
 
     count: Tensor
 
@@ -184,7 +191,7 @@ class BSDSMetrics(Metric):
         super().__init__(**kwargs)
         self.ignore_index = ignore_index
         for key in self.KEYS:
-            self.add_state(key, default=torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+            self.add_state(key, default=torch.zeros((), dtype=torch.int64), dist_reduce_fx="sum")
         self.add_state("count", default=torch.zeros((), dtype=torch.int64), dist_reduce_fx="sum")
 
     def update(
@@ -202,7 +209,7 @@ class BSDSMetrics(Metric):
             )
         if isinstance(preds, Tensor):
             preds = preds.detach().cpu()  # scored with numpy/scikit-image: one copy for the whole batch
-        sums = dict.fromkeys(self.KEYS, 0.0)
+        sums = dict.fromkeys(self.KEYS, 0)
         for i, (pred, gts) in enumerate(zip(preds, ground_truths, strict=True)):
             named = sources is not None and i < len(sources)
             source = str(sources[i]) if named else f"image {i} of the batch"
@@ -216,8 +223,8 @@ class BSDSMetrics(Metric):
                 annotated = np.any(np.stack(annotations) != self.ignore_index, axis=0)
                 seg, components = seg[annotated], components[annotated]
             for key in SCORES:
-                sums[key] += plain[key]
-                sums[f"cc_{key}"] += cc[key]
+                sums[key] += round(plain[key] * self.SCALE)
+                sums[f"cc_{key}"] += round(cc[key] * self.SCALE)
             sums["segments"] += num_segments(seg)
             sums["cc_segments"] += num_segments(components)
         for key, value in sums.items():
@@ -228,4 +235,7 @@ class BSDSMetrics(Metric):
     def compute(self) -> dict[str, float]:
         """Mean of every score over the images seen (NaN before any update)."""
         count = int(self.count)
-        return {key: float(getattr(self, key)) / count if count else float("nan") for key in self.KEYS}
+        if not count:
+            return dict.fromkeys(self.KEYS, float("nan"))
+        scale = {key: 1 if key in self.COUNTS else self.SCALE for key in self.KEYS}
+        return {key: int(getattr(self, key)) / (scale[key] * count) for key in self.KEYS}
