@@ -7,7 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,35 +18,11 @@ from rich.console import Console
 from torch import Tensor
 
 from segzoo.callbacks.context import free_stem, log_dir
+from segzoo.distributed import gather_rows
 from segzoo.metrics.confusion import float_dtype
 from segzoo.metrics.landmarks import LandmarkError, LandmarkRegressor, fit_landmark_regressor
 
 STAGES = ("val", "test")
-
-
-def gather_rows(rows: Tensor, all_gather: Callable[[Tensor], Tensor], world_size: int) -> Tensor:
-    """Concatenate every process's [n_r, D] float rows in rank order; n_r may differ (even be 0).
-
-    ``all_gather`` maps a tensor of one process to the stack [world_size, ...] of all processes' tensors
-    (``LightningModule.all_gather``). Collectives need equal shapes, so the counts travel first and the
-    rows are zero-padded to the longest; the padding is cut off again.
-    """
-    if world_size <= 1:
-        return rows
-    header = torch.tensor([rows.shape[0], rows.shape[1]], dtype=torch.int64, device=rows.device)
-    headers = all_gather(header).reshape(world_size, 2)
-    widths = {int(w) for n, w in headers.tolist() if n > 0}
-    if len(widths) > 1:
-        raise ValueError(
-            f"processes produced rows of different widths {sorted(widths)}: the number of parts "
-            "or landmarks differs between processes"
-        )
-    width = widths.pop() if widths else rows.shape[1]
-    longest = int(headers[:, 0].max())
-    padded = rows.new_zeros((longest, width))
-    padded[: rows.shape[0]] = rows
-    gathered = all_gather(padded).reshape(world_size, longest, width)
-    return torch.cat([gathered[r, : int(headers[r, 0])] for r in range(world_size)])
 
 
 @contextlib.contextmanager

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from torch.optim.lr_scheduler import LambdaLR
 from torchvision.ops import roi_align
 
-from segzoo.callbacks.landmarks import gather_rows
+from segzoo.distributed import gather_rows
 from segzoo.losses.r2o import region_loss, region_pool
 from segzoo.methods.lars import LARS, lars_param_groups
 from segzoo.models.backbones import create_backbone

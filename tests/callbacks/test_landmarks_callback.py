@@ -11,8 +11,9 @@ import pytest
 import torch
 from lightning.pytorch.loggers import CSVLogger
 
-from segzoo.callbacks.landmarks import LandmarkMetrics, gather_rows
+from segzoo.callbacks.landmarks import LandmarkMetrics
 from segzoo.data import SegDataModule
+from segzoo.distributed import gather_rows
 from segzoo.launch import run_isolated
 from segzoo.metrics.landmarks import grid_centres, normalised_error
 
