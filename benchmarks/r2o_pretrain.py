@@ -64,6 +64,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from segzoo.checkpoint_io import save_atomic  # noqa: E402
 from segzoo.data import SegDataModule  # noqa: E402
 from segzoo.data.collate import collate_samples  # noqa: E402
 from segzoo.data.datamodule import resolve_root  # noqa: E402
@@ -72,7 +73,7 @@ from segzoo.data.datasets.weizmann import WeizmannHorses  # noqa: E402
 from segzoo.data.transforms import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
 from segzoo.data.views import R2OViews  # noqa: E402
 from segzoo.methods import R2O, SupervisedSegmentation  # noqa: E402
-from segzoo.methods.r2o import paint_clusters, superpixel_embeddings  # noqa: E402
+from segzoo.methods.r2o import encoder_state, paint_clusters, superpixel_embeddings  # noqa: E402
 from segzoo.metrics.confusion import confusion_matrix, scores_from_confusion  # noqa: E402
 from segzoo.metrics.matching import apply_matching, hungarian_match  # noqa: E402
 from segzoo.models.backbones import create_backbone  # noqa: E402
@@ -234,19 +235,6 @@ def seconds_per_step(model: R2O, loader: DataLoader, k: int, steps: int = 3) -> 
     return float(np.median(times))
 
 
-def atomic_torch_save(obj: Any, path: Path) -> Path:
-    """``torch.save`` through a temporary file and a rename: readers never see a partial file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-    return path
-
-
-def encoder_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
-
-
 def pretrain(args: argparse.Namespace, root: Path, out_dir: Path) -> tuple[R2O, dict[str, Any]]:
     """Pretrain R2O for ``args.minutes``; writes the random-init, online and target encoders."""
     views = R2OViews(size=args.size, n_segments=args.n_segments)
@@ -272,7 +260,7 @@ def pretrain(args: argparse.Namespace, root: Path, out_dir: Path) -> tuple[R2O, 
     # K reaches k_min at the last epoch (K(epoch) over epochs - 1): with a dozen epochs the plain schedule
     # would end at K = 20, never at the object level
     model = build_r2o(args, k_epochs=max(1, epochs - 1))
-    atomic_torch_save(encoder_state(model.online_encoder), out_dir / RANDOM)
+    save_atomic(encoder_state(model.online_encoder), out_dir / RANDOM)
     data = UnlabelledData(dataset, args.batch_size, args.num_workers, args.seed)
     progress = Progress()
     trainer = L.Trainer(
@@ -292,7 +280,7 @@ def pretrain(args: argparse.Namespace, root: Path, out_dir: Path) -> tuple[R2O, 
     trainer.fit(model, datamodule=data)
     model.save_encoder(out_dir / f".{ENCODER}.tmp")
     os.replace(out_dir / f".{ENCODER}.tmp", out_dir / ENCODER)
-    atomic_torch_save(encoder_state(model.target_encoder), out_dir / TARGET)
+    save_atomic(encoder_state(model.target_encoder), out_dir / TARGET)
     log(f"encoder written to {out_dir / ENCODER}")
 
     wall = progress.end - progress.start

@@ -44,6 +44,27 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def save_atomic(obj: Any, path: str | Path) -> Path:
+    """``torch.save(obj)`` to a local ``path`` so that readers only ever see the previous complete file or
+    the new complete one: written to :func:`partial_path`, flushed and fsynced, renamed over ``path``, the
+    folder fsynced. A failed save removes its partial file. Returns ``path``."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = partial_path(target)
+    try:
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, _FILE_MODE)
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(partial, target)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    fsync_dir(target.parent)
+    return target
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
     """:class:`TorchCheckpointIO` whose local saves are atomic: the checkpoint is serialised into a hidden
     ``.<name>.partial`` file beside the target, flushed and fsynced, then renamed over the target with
@@ -68,17 +89,4 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 f"{type(self).__name__}.save_checkpoint: storage_options={storage_options!r} is not "
                 "supported; expected None for a local checkpoint path"
             )
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        partial = partial_path(target)
-        try:
-            fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, _FILE_MODE)
-            with os.fdopen(fd, "wb") as f:
-                torch.save(checkpoint, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(partial, target)
-        except BaseException:
-            partial.unlink(missing_ok=True)
-            raise
-        fsync_dir(target.parent)
+        save_atomic(checkpoint, path)

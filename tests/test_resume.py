@@ -25,7 +25,7 @@ from segzoo.callbacks import EpochSeeding, ResumeCheckpoint
 from segzoo.cli import SegzooCLI, main
 from segzoo.data.datamodule import SegDataModule
 from segzoo.data.sampling import EpochSeededDataset, EpochShuffleSampler
-from segzoo.launch import run_isolated
+from segzoo.launch import clean_env, free_port, run_isolated
 
 REPO = Path(__file__).resolve().parents[1]
 EPOCHS = 4
@@ -233,14 +233,13 @@ def _fit_command(config: Path, save_dir: Path, hang: dict, *extra: str) -> list[
     ]
 
 
-def _env() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
+EXTRA_ENV = {"PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
 
 
 def _run(command: list[str]) -> None:
-    """Run a CLI command to completion within a wall-clock budget, showing its output if it fails."""
-    result = subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, f"{' '.join(command)} failed:\n{result.stdout}\n{result.stderr}"
+    """Run a CLI command to completion within a wall-clock budget (loader workers included), showing its
+    output if it fails."""
+    run_isolated(command, cwd=Path.cwd(), timeout=600, env=EXTRA_ENV).check(" ".join(command[3:5]))
 
 
 def _val_rows(run: Path) -> list[dict[str, str]]:
@@ -259,7 +258,7 @@ def _kill_then_resume(tmp_path: Path, name: str, hang: dict, *extra: str) -> tup
     log = open(tmp_path / f"{name}.log", "wb")  # noqa: SIM115  (closed after the process is gone)
     process = subprocess.Popen(  # its own process group: the kill takes the loader workers too
         _fit_command(config, tmp_path / name, hang, *extra),
-        env=_env(),
+        env=clean_env(free_port(), extra=EXTRA_ENV),
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
@@ -355,8 +354,8 @@ def test_an_interrupted_ddp_predict_run_resumes_with_both_processes(tmp_path):
             f"--output_dir={out}",
             *extra,
         ]
-        env = {"PYTHONPATH": str(REPO)}
-        return run_isolated(cmd, cwd=tmp_path, timeout=600, env={**os.environ, **env}).check().stdout
+        # Only what the child needs on top: run_isolated starts from a cleaned copy of os.environ.
+        return run_isolated(cmd, cwd=tmp_path, timeout=600, env={"PYTHONPATH": str(REPO)}).check().stdout
 
     predict(tmp_path / "one", devices=1)
     out = tmp_path / "two"

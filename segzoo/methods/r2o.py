@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from torch.optim.lr_scheduler import LambdaLR
 from torchvision.ops import roi_align
 
+from segzoo.checkpoint_io import save_atomic
 from segzoo.distributed import gather_rows
 from segzoo.losses.r2o import region_loss, region_pool
 from segzoo.methods.lars import LARS, lars_param_groups
@@ -120,6 +121,11 @@ def global_kmeans(
     result = kmeans(points, min(k, points.shape[0]), iters=iters, seed=seed)
     start = int(counts[:rank].sum())
     return result, slice(start, start + embeddings.shape[0])
+
+
+def encoder_state(encoder: nn.Module) -> dict[str, Tensor]:
+    """A detached CPU copy of ``encoder``'s state dict, as :meth:`R2O.save_encoder` writes it."""
+    return {k: v.detach().cpu().clone() for k, v in encoder.state_dict().items()}
 
 
 def paint_clusters(labels: Tensor, counts: Tensor, superpixels: Tensor, size: int) -> Tensor:
@@ -407,11 +413,8 @@ class R2O(L.LightningModule):
         It loads with ``segzoo.create_model(name, backbone_weights=path)``, as ``backbone_weights:`` of any
         supervised model's YAML, and as ``BackboneFeatures(weights=path)`` (SCOPS ``features: backbone``).
         """
-        path = Path(path).expanduser()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().cpu().clone() for k, v in self.online_encoder.state_dict().items()}
-        torch.save(state, path)
-        return path
+        # Atomic: a SCOPS or fine-tuning run reading this file never sees a half-written encoder.
+        return save_atomic(encoder_state(self.online_encoder), Path(path).expanduser())
 
     def on_fit_end(self) -> None:
         """Export the online encoder (rank 0) to ``export_encoder`` or ``<log_dir>/r2o_encoder.pth``."""
@@ -431,6 +434,7 @@ class R2O(L.LightningModule):
 __all__ = [
     "R2O",
     "align_masks",
+    "encoder_state",
     "global_kmeans",
     "k_schedule",
     "mlp",

@@ -344,7 +344,7 @@ def test_frozen_foreground_protocol_scores(bench) -> None:
 
 
 def test_atomic_save_and_mask_figure(bench, tmp_path: Path) -> None:
-    path = bench.atomic_torch_save({"w": torch.ones(2)}, tmp_path / "sub" / "enc.pth")
+    path = bench.save_atomic({"w": torch.ones(2)}, tmp_path / "sub" / "enc.pth")
     assert torch.equal(torch.load(path)["w"], torch.ones(2))
     assert [p.name for p in path.parent.iterdir()] == ["enc.pth"]  # no temporary file left
     _write_images(tmp_path / "imgs", 3)
