@@ -19,7 +19,8 @@ The released presets (icassp18, tip20) allow 1000 updates at full resolution wit
 image on a CPU: they run on the first ``--slow-subset`` images only, and ``--max-iter-slow`` caps their
 updates (a deviation from the released settings, reported in the table). ``--slow-cache FILE`` saves each
 of their per-image results as soon as it is done and reuses it later (``--slow-from-cache`` runs nothing
-and reports the cached images), so a long run can go in the background and the table be made afterwards.
+and reports the cached images), so a long run can go in the background and the table be made afterwards;
+two runs can share the file (results are merged under a lock), the second with ``--slow-reverse``.
 The cache is keyed by preset name, overrides and image path: delete it after editing a preset file.
 When they cover fewer images than ``--subset``, a second table compares every method on their images.
 
@@ -31,15 +32,18 @@ Run:  python benchmarks/kanezaki_bsds.py --subset 10 --presets fast icassp18 --s
 from __future__ import annotations
 
 import argparse
+import fcntl
 import itertools
 import json
 import multiprocessing as mp
 import os
 import platform
 import resource
+import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -144,6 +148,9 @@ def run_pool(
     of the whole map (excluding worker start-up). ``on_result`` sees each result as soon as it arrives (in
     task order), e.g. to save it before a long run ends."""
     ctx = mp.get_context("spawn")
+    # SIGTERM would end this process without leaving the `with` block, orphaning busy workers for up to
+    # a slow image's half hour: raise instead, so the pool terminates them.
+    signal.signal(signal.SIGTERM, _raise_exit)
     env = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
@@ -165,6 +172,10 @@ def run_pool(
                 os.environ[k] = v
 
 
+def _raise_exit(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 def _noop(_: int) -> None:
     time.sleep(0.2)
 
@@ -174,6 +185,22 @@ def cache_key(method: str, params: dict[str, Any]) -> str:
     return f"{method} {json.dumps(params, sort_keys=True)}"
 
 
+@contextmanager
+def _locked(cache_path: Path) -> Iterator[None]:
+    """An exclusive lock on ``<cache>.lock`` (POSIX advisory), held while the cache is read or rewritten."""
+    cache_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(cache_path.with_name(cache_path.name + ".lock"), "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _read_cache(cache_path: Path) -> dict[str, Any]:
+    return json.loads(cache_path.read_text()) if cache_path.is_file() else {}
+
+
 def run_cached(
     method: str,
     params: dict[str, Any],
@@ -181,22 +208,31 @@ def run_cached(
     processes: int,
     cache_path: Path,
     cached_only: bool,
+    reverse: bool = False,
 ) -> list[dict[str, Any]]:
     """Per-image results of a slow preset on ``pairs``, reusing the JSON cache at ``cache_path``.
 
-    Images missing from the cache are run (unless ``cached_only``) and each result is written to the cache
-    as soon as it arrives, so an interrupted run keeps the images it finished. Returns the results of the
-    ``pairs`` images that are in the cache, in order (fewer than ``pairs`` if some are missing)."""
-    cache = json.loads(cache_path.read_text()) if cache_path.is_file() else {}
-    entry = cache.setdefault(cache_key(method, params), {})
+    Images missing from the cache are run (unless ``cached_only``; last first if ``reverse``) and each
+    result is merged into the cache file as soon as it arrives, so an interrupted run keeps the images it
+    finished and two runs can share the file (one with ``reverse``, so they meet in the middle). Returns
+    the results of the ``pairs`` images that are in the cache, in order (fewer than ``pairs`` if some are
+    missing)."""
+    key = cache_key(method, params)
+    with _locked(cache_path):
+        entry = _read_cache(cache_path).get(key, {})
     todo = [(image, gt) for image, gt in pairs if image not in entry]
+    if reverse:
+        todo.reverse()
 
     def save(result: dict[str, Any]) -> None:
+        # Re-read under the lock and merge, so several runs can share one cache file.
+        with _locked(cache_path):
+            cache = _read_cache(cache_path)
+            cache.setdefault(key, {})[result["image"]] = result
+            tmp = cache_path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(cache, indent=1))
+            tmp.replace(cache_path)
         entry[result["image"]] = result
-        cache_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(cache, indent=1))
-        tmp.replace(cache_path)
         print(
             f"  {method} {Path(result['image']).name}: covering {result['covering']:.3f}, "
             f"{result.get('iterations')} updates, {result['wall']:.0f} s (cached)",
@@ -350,6 +386,11 @@ def main(argv: list[str] | None = None) -> int:
         help="JSON file of per-image icassp18/tip20 results: finished images are saved there and reused",
     )
     parser.add_argument(
+        "--slow-reverse",
+        action="store_true",
+        help="run the missing slow-preset images last first (for a second run sharing --slow-cache)",
+    )
+    parser.add_argument(
         "--slow-from-cache",
         action="store_true",
         help="report icassp18/tip20 from --slow-cache only (run nothing; the images found are counted)",
@@ -419,7 +460,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"running {label} on {n} images ...", flush=True)
         if method in SLOW_PRESETS and args.slow_cache is not None:
             results = run_cached(
-                method, params, val[:n], args.processes, args.slow_cache, args.slow_from_cache
+                method,
+                params,
+                val[:n],
+                args.processes,
+                args.slow_cache,
+                args.slow_from_cache,
+                args.slow_reverse,
             )
             if not results:
                 print(f"  {label}: no cached results in {args.slow_cache}, left out", flush=True)

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 import yaml
 from PIL import Image
+from skimage.color import rgb2lab
 
 from segzoo.data.io import read_image_array
 from segzoo.losses.kanezaki import continuity_loss, scribble_loss, similarity_loss
@@ -41,6 +42,7 @@ from segzoo.registry import METHODS
 CONFIG_DIR = Path(__file__).resolve().parent / "kanezaki_presets"
 PRESEGMENTATIONS = ("slic", "felzenszwalb", "none")
 OPTIMIZERS = ("sgd", "adam")
+MERGE_BY = ("boundary", "colour")
 MIN_FIT_SIDE = 8
 
 
@@ -58,7 +60,8 @@ class KanezakiConfig:
     ``fit_scale`` and further shrunk so it has at most ``max_pixels`` pixels (memory guard); labels are
     upsampled (nearest) back. Output: ``vote_output`` paints the final labels by superpixel majority;
     ``connected_components`` splits each label into its 4-connected regions; ``min_segment_size`` then
-    merges smaller segments into their longest-boundary neighbour (0: off). Reference mode resizes the
+    merges smaller segments into a neighbour (0: off): the one with the longest shared boundary
+    (``merge_by: boundary``) or the nearest mean Lab colour (``colour``). Reference mode resizes the
     reference images to ``reference_size`` squared (0 keeps their size). ``num_threads`` > 0 sets torch's
     intra-op threads while fitting (restored afterwards); 0 leaves them alone. Results can differ in the
     last bits between thread counts, so a preset that fixes it is reproducible across machines.
@@ -92,6 +95,7 @@ class KanezakiConfig:
     vote_output: bool = False
     connected_components: bool = False
     min_segment_size: int = 0
+    merge_by: str = "boundary"
     reference_size: int = 224
     num_threads: int = 0
     channels_last: bool = True
@@ -107,6 +111,7 @@ class KanezakiConfig:
             (self.presegmentation in PRESEGMENTATIONS, "presegmentation", f"one of {PRESEGMENTATIONS}"),
             (self.conv_order in CONV_ORDERS, "conv_order", f"one of {CONV_ORDERS}"),
             (self.optimizer in OPTIMIZERS, "optimizer", f"one of {OPTIMIZERS}"),
+            (self.merge_by in MERGE_BY, "merge_by", f"one of {MERGE_BY}"),
             (len(self.widths) == len(self.kernel_sizes) > 0, "kernel_sizes", "one per entry of widths"),
             (all(w > 0 for w in self.widths), "widths", "positive integers"),
             (all(k > 0 and k % 2 == 1 for k in self.kernel_sizes), "kernel_sizes", "odd positive integers"),
@@ -440,16 +445,17 @@ def _predict(net: KanezakiNet, problem: _Problem, config: KanezakiConfig) -> tor
 
 
 def _finish(
-    labels: torch.Tensor | np.ndarray, full_size: tuple[int, int], config: KanezakiConfig, keep: Sequence[int]
+    labels: torch.Tensor | np.ndarray, rgb: np.ndarray, config: KanezakiConfig, keep: Sequence[int]
 ) -> np.ndarray:
     array = labels.cpu().numpy() if isinstance(labels, torch.Tensor) else labels
-    array = _resize_nearest(array.astype(np.int64), full_size)
+    array = _resize_nearest(array.astype(np.int64), rgb.shape[:2])
     if not keep:
         # Post-processing would renumber scribble classes, so it only runs without scribbles.
         if config.connected_components:
             array = _split_components(array)
         if config.min_segment_size > 1:
-            array = merge_small_segments(array, config.min_segment_size)
+            features = rgb2lab(rgb) if config.merge_by == "colour" else None
+            array = merge_small_segments(array, config.min_segment_size, features)
     return relabel_first_appearance(array, keep)
 
 
@@ -560,7 +566,7 @@ def segment(
                 stopped = True
                 break
         labels = _predict(net, problem, config)
-    out = _finish(labels, full_size, config, keep)
+    out = _finish(labels, rgb, config, keep)
     if not return_info:
         return out
     n_final = int(np.unique(out).size)
@@ -631,7 +637,7 @@ def segment_with_reference(net: KanezakiNet, image: np.ndarray | str | Path) -> 
         return np.zeros(full_size, dtype=np.int64)
     dev = next(net.parameters()).device
     problem = _Problem(rgb, config, dev, output_size, fit_size)
-    return _finish(_predict(net, problem, config), full_size, config, ())
+    return _finish(_predict(net, problem, config), rgb, config, ())
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -91,20 +91,32 @@ def superpixel_vote(
     return winner[segments]
 
 
-def merge_small_segments(labels: np.ndarray, min_size: int) -> np.ndarray:
-    """Merge every segment smaller than ``min_size`` pixels into the neighbour it shares the longest
-    4-connected boundary with (ties: the smallest id), repeating until none is left that has a neighbour.
+def merge_small_segments(labels: np.ndarray, min_size: int, features: np.ndarray | None = None) -> np.ndarray:
+    """Merge every segment smaller than ``min_size`` pixels into a 4-connected neighbour, repeating until
+    none is left that has a neighbour.
 
-    Returns an int64 map with contiguous ids from 0. Works on any HxW integer map (segments need not be
-    connected); all merges of a round are applied at once through the connected components of the
-    "merges into" graph, so chains of small segments collapse together.
+    The neighbour is the one sharing the longest boundary (ties: the smallest id), or with ``features``
+    (HxWxC, e.g. Lab colour) the one whose mean feature is nearest to the small segment's (ties: longest
+    boundary, then smallest id). Returns an int64 map with contiguous ids from 0. Works on any HxW integer
+    map (segments need not be connected); all merges of a round are applied at once through the connected
+    components of the "merges into" graph, so chains of small segments collapse together.
     """
     labels = relabel_sequential(np.asarray(labels))
     if labels.ndim != 2:
         raise ValueError(f"merge_small_segments: expected an HxW label map, got shape {labels.shape}")
+    flat_features = None
+    if features is not None:
+        features = np.asarray(features, dtype=np.float64)
+        if features.ndim != 3 or features.shape[:2] != labels.shape:
+            raise ValueError(
+                f"merge_small_segments: features must be HxWxC with HxW = {labels.shape}, got shape "
+                f"{features.shape}"
+            )
+        flat_features = features.reshape(-1, features.shape[2])
     while True:
         n = int(labels.max()) + 1
-        small = np.bincount(labels.ravel(), minlength=n) < min_size
+        sizes = np.bincount(labels.ravel(), minlength=n)
+        small = sizes < min_size
         if n == 1 or not small.any():
             return labels
         a = np.concatenate([labels[:, :-1].ravel(), labels[:-1, :].ravel()])
@@ -117,8 +129,16 @@ def merge_small_segments(labels: np.ndarray, min_size: int) -> np.ndarray:
             return labels
         pairs, counts = np.unique(src[from_small] * n + dst[from_small], return_counts=True)
         psrc, pdst = pairs // n, pairs % n
-        # Per source: longest shared boundary first, then the smallest neighbour id.
-        order = np.lexsort((pdst, -counts, psrc))
+        if flat_features is None:
+            distance = np.zeros(len(pairs))
+        else:
+            sums = np.stack(
+                [np.bincount(labels.ravel(), weights=c, minlength=n) for c in flat_features.T], axis=1
+            )
+            means = sums / sizes[:, None]
+            distance = np.linalg.norm(means[psrc] - means[pdst], axis=1)
+        # Per source: nearest mean feature (all 0 without features), longest boundary, smallest id.
+        order = np.lexsort((pdst, -counts, distance, psrc))
         first = np.ones(len(order), dtype=bool)
         first[1:] = psrc[order][1:] != psrc[order][:-1]
         chosen = order[first]

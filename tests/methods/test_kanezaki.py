@@ -109,6 +109,10 @@ def test_overrides_and_unknown_names() -> None:
         K.resolve_config("quick")
     with pytest.raises(ValueError, match="invalid kernel_sizes"):
         K.resolve_config("fast", widths=[8, 8], kernel_sizes=[3])
+    with pytest.raises(
+        ValueError, match=r"invalid merge_by 'size'; expected one of \('boundary', 'colour'\)"
+    ):
+        K.resolve_config("fast", merge_by="size")
 
 
 # -- the net -----------------------------------------------------------------------------------------------
@@ -214,8 +218,12 @@ def test_connected_components_and_min_segment_size() -> None:
     # Every output segment is one 4-connected region.
     for s in np.unique(labels):
         assert connected(labels == s, connectivity=1).max() == 1
-    merged = K.segment(_image(), "tip20", **{**kwargs, "min_segment_size": 30})
-    assert np.bincount(merged.ravel()).min() >= 30 or merged.max() == 0
+    for merge_by in ("boundary", "colour"):
+        merged = K.segment(_image(), "tip20", **{**kwargs, "min_segment_size": 30, "merge_by": merge_by})
+        assert np.bincount(merged.ravel()).min() >= 30 or merged.max() == 0
+        # Merging only joins the connected segments.
+        for s in np.unique(labels):
+            assert np.unique(merged[labels == s]).size == 1
 
 
 def _scribbles(h: int = 24, w: int = 32) -> np.ndarray:

@@ -109,3 +109,24 @@ def test_merge_small_segments_random_map_invariants() -> None:
     # Merging only joins segments: every old segment maps into exactly one new one.
     for old in np.unique(labels):
         assert np.unique(merged[labels == old]).size == 1
+
+
+def test_merge_small_segments_by_nearest_feature() -> None:
+    # Segment 1 (2 px) shares 4 boundary edges with 0 and 2 with 2, but its colour is near 2's.
+    labels = np.array([[0, 0, 0, 0], [0, 1, 1, 2], [0, 0, 2, 2], [0, 0, 2, 2]])
+    colour = np.zeros((4, 4, 1))
+    colour[labels == 1] = 0.9
+    colour[labels == 2] = 1.0
+    by_boundary = merge_small_segments(labels, 3)
+    by_colour = merge_small_segments(labels, 3, colour)
+    assert by_boundary[1, 1] == by_boundary[0, 0] != by_boundary[1, 3]
+    assert by_colour[1, 1] == by_colour[1, 3] != by_colour[0, 0]
+    # Equal distances fall back to the longest boundary.
+    np.testing.assert_array_equal(merge_small_segments(labels, 3, np.zeros((4, 4, 2))), by_boundary)
+
+
+def test_merge_small_segments_rejects_mismatched_features() -> None:
+    with pytest.raises(
+        ValueError, match=r"features must be HxWxC with HxW = \(4, 4\), got shape \(4, 3, 3\)"
+    ):
+        merge_small_segments(np.zeros((4, 4), np.int64), 2, np.zeros((4, 3, 3)))
