@@ -291,6 +291,32 @@ def print_table(rows: dict[str, dict[str, Any]]) -> str:
     return text
 
 
+def print_paired(rows: dict[str, dict[str, Any]], reference: str) -> str:
+    """Per-image differences of ``reference`` minus every other method on their common images: mean,
+    standard error and how many images ``reference`` is better on (lower VoI is better)."""
+    ref = {r["image"]: r for r in rows[reference]["per_image"]}
+    lines = [
+        f"{reference} minus each method, per image: mean difference (standard error), images where "
+        f"{reference} is better",
+        "| method | images | covering | PRI | VoI | best mIoU |",
+        "|" + "---|" * 6,
+    ]
+    for name, row in rows.items():
+        common = [r for r in row["per_image"] if r["image"] in ref and name != reference]
+        if len(common) < 2:
+            continue
+        cells = []
+        for key in ("covering", "pri", "voi", "best_miou"):
+            diff = np.array([ref[r["image"]][key] - r[key] for r in common])
+            better = int((diff < 0).sum() if key == "voi" else (diff > 0).sum())
+            se = diff.std(ddof=1) / np.sqrt(len(diff))
+            cells.append(f"{diff.mean():+.3f} ({se:.3f}), {better}")
+        lines.append(f"| {name} | {len(common)} | " + " | ".join(cells) + " |")
+    text = "\n".join(lines)
+    print(text, flush=True)
+    return text
+
+
 def make_figure(path: Path, images: list[str], fast: list[np.ndarray], fz: list[np.ndarray]) -> None:
     """Rows of image | fast (mean colour) | felzenszwalb (mean colour), half size, palette PNG."""
     from PIL import Image
@@ -495,6 +521,9 @@ def main(argv: list[str] | None = None) -> int:
                 if len(picked) == len(images):
                     same[other] = summarise(picked, float(sum(r["wall"] for r in picked)))
             table += f"\n\nEvery method on the images of {label} ({len(images)}):\n" + print_table(same)
+    if "fast" in rows and len(rows) > 1:
+        print()
+        table += "\n\n" + print_paired(rows, "fast")
     if args.figure is not None and kept.get("fast") and kept.get("felzenszwalb"):
         images = [image for image, _ in val[: args.figure_images]]
         make_figure(args.figure, images, kept["fast"], kept["felzenszwalb"])
