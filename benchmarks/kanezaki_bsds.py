@@ -377,7 +377,7 @@ def profile(image_path: str, iterations: int) -> dict[str, float]:
         if n_labels <= config.min_labels:  # the preset's stopping rule, as in segment()
             break
     t0 = time.perf_counter()
-    K._finish(K._predict(net, problem, config), rgb.shape[:2], config, ())
+    K._finish(K._predict(net, problem, config), rgb, config, ())
     times["predict"] = time.perf_counter() - t0
     macs = 0
     for module in net.modules():
