@@ -10,9 +10,9 @@ Each method gets new workers, so the number belongs to that method; it includes 
 scikit-image (the ``baseline`` column: ru_maxrss of a worker right after its imports), so the method's own
 extra memory is roughly peak - baseline.
 
-Baselines: felzenszwalb and SLIC run with settings tuned on the first 20 BSDS500 *train* images (objective
-mean covering; ``FZ_DEFAULT`` / ``SLIC_DEFAULT`` below, from ``benchmarks/kanezaki_tune.py`` and
-``--tune slic``). ``--tune [felzenszwalb] [slic]`` repeats that grid search on the first ``--tune-subset``
+Baselines: felzenszwalb and SLIC run with settings tuned on BSDS500 *train* images (objective mean
+covering; ``FZ_DEFAULT`` / ``SLIC_DEFAULT`` below: felzenszwalb from ``benchmarks/kanezaki_tune.py``, the
+same optimum on the first 20 and on all 200 train images, SLIC from ``--tune slic`` on the first 20). ``--tune [felzenszwalb] [slic]`` repeats that grid search on the first ``--tune-subset``
 train images instead.
 
 The released presets (icassp18, tip20) allow 1000 updates at full resolution with 100 channels, minutes per
@@ -23,6 +23,8 @@ and reports the cached images), so a long run can go in the background and the t
 two runs can share the file (results are merged under a lock), the second with ``--slow-reverse``.
 The cache is keyed by preset name, overrides and image path: delete it after editing a preset file.
 When they cover fewer images than ``--subset``, a second table compares every method on their images.
+The last table gives, per method, the per-image differences of ``fast`` minus that method on their common
+images: mean, standard error and the number of images where ``fast`` is better.
 
 Run:  python benchmarks/kanezaki_bsds.py --subset 10 --presets fast icassp18 --slow-subset 10 \
           --slow-cache runs/kanezaki_slow_cache.json          # the slow preset to its own stopping rule
