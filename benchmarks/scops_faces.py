@@ -1,4 +1,4 @@
-"""SCOPS on Helen faces: 5-point landmark error of the learnt part centres against two baselines.
+"""SCOPS on Helen faces: 5-point landmark error of the learnt part centres against baselines.
 
 One process, one table (the EVALUATION.md landmark protocol, segzoo.callbacks.LandmarkMetrics): the part
 centres of each method on the training split are regressed (linear, no intercept, standardised) onto the 5
@@ -9,6 +9,10 @@ inter-ocular distance, in percent.
 - ``untrained``: the same network with the same seed before any training step;
 - ``grid``: a fixed regular grid of K part centres (identical for every image, so the regression can only
   predict the mean landmarks: the "no parts" baseline).
+- ``feature_clusters`` (when the config has a semantic feature extractor): no part training at all; the
+  frozen features of the training faces are clustered into K parts by cosine K-means and every pixel takes
+  its nearest cluster. It tells how much of the landmark information is already in the features' own
+  clusters, i.e. what SCOPS's training adds to them.
 
 Ratios are SCOPS's error over each baseline's (< 1 is better). The run also reports how many parts the
 trained network uses on the holdout (argmax labels covering at least 1% of the pixels) and can save a figure
@@ -47,6 +51,8 @@ from segzoo.data.datamodule import SegDataModule  # noqa: E402
 from segzoo.losses.scops import centres_to_pixels, part_centres  # noqa: E402
 from segzoo.methods.scops import SCOPS  # noqa: E402
 from segzoo.metrics.landmarks import grid_centres  # noqa: E402
+from segzoo.metrics.landmarks import part_centres as label_centres  # noqa: E402
+from segzoo.ops.kmeans import kmeans  # noqa: E402
 from segzoo.viz import denormalize, grid, make_palette, overlay  # noqa: E402
 
 SCOPS_CLASS = "segzoo.methods.scops.SCOPS"
@@ -65,6 +71,42 @@ class GridCentres(L.LightningModule):
         images = batch["image"]
         centres = grid_centres(self.num_parts, *images.shape[-2:]).to(images.device, images.dtype)
         return {"landmarks": centres.expand(images.shape[0], -1, -1)}
+
+
+class FeatureClusters(L.LightningModule):
+    """Baseline without any part training: parts = cosine K-means clusters of the frozen semantic features
+    (centroids fitted on the training faces by :func:`fit_feature_clusters`); each image's part centres are
+    the centres of its pixels assigned to each cluster (features upsampled to the image, nearest)."""
+
+    def __init__(self, extractor: torch.nn.Module, centroids: torch.Tensor) -> None:
+        super().__init__()
+        self.extractor = extractor
+        self.register_buffer("centroids", torch.nn.functional.normalize(centroids, dim=1))
+
+    def labels(self, images: torch.Tensor) -> torch.Tensor:
+        """Cluster ids 1..K per pixel [B, H, W]."""
+        features = torch.nn.functional.normalize(self.extractor(images), dim=1)
+        ids = torch.einsum("bchw,kc->bkhw", features, self.centroids).argmax(dim=1, keepdim=True) + 1
+        return torch.nn.functional.interpolate(ids.float(), size=images.shape[-2:], mode="nearest")[
+            :, 0
+        ].long()
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+        return {"landmarks": label_centres(self.labels(batch["image"]), len(self.centroids))}
+
+
+@torch.inference_mode()
+def fit_feature_clusters(
+    extractor: torch.nn.Module, datamodule: SegDataModule, k: int, seed: int
+) -> FeatureClusters:
+    """K-means (cosine, k-means++, 3 seeded restarts) over the feature vectors of every training face."""
+    extractor.eval()
+    vectors = []
+    for batch in datamodule.train_eval_dataloader():
+        features = extractor(batch["image"])
+        vectors.append(features.permute(0, 2, 3, 1).reshape(-1, features.shape[1]))
+    result = kmeans(torch.cat(vectors), k, iters=100, seed=seed, metric="cosine", n_init=3)
+    return FeatureClusters(extractor, result.centroids)
 
 
 def load_config(path: Path) -> dict[str, Any]:
@@ -233,6 +275,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args.out_dir.mkdir(parents=True, exist_ok=True)
     results["grid"] = evaluate(GridCentres(num_parts), datamodule, trainer_cfg, args.out_dir, "grid")
     results["untrained"] = evaluate(untrained, datamodule, trainer_cfg, args.out_dir, "untrained")
+    if model.feature_extractor is not None:
+        datamodule.setup("fit")
+        clusters = fit_feature_clusters(model.feature_extractor, datamodule, num_parts, seed)
+        results["feature_clusters"] = evaluate(clusters, datamodule, trainer_cfg, args.out_dir, "clusters")
 
     trainer = L.Trainer(
         **trainer_cfg,
@@ -269,7 +315,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         subset = {k: v[: args.figure_images] for k, v in predictions.items()}
         results["figure"] = str(save_figure(subset, datamodule, args.figure, per_row=8))
 
-    errors = {name: results[name]["landmark_error"] for name in ("scops", "untrained", "grid")}
+    names = [n for n in ("scops", "untrained", "feature_clusters", "grid") if n in results]
+    errors = {name: results[name]["landmark_error"] for name in names}
     size_note = f"{height}x{width}"
     print()
     print(
@@ -287,11 +334,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print()
     print("| method | landmark error (% IOD) | SCOPS / this | parts in use (>= 1% of holdout pixels) |")
     print("| --- | --- | --- | --- |")
-    for name, label in (
-        ("scops", "SCOPS (trained)"),
-        ("untrained", "same network, untrained"),
-        ("grid", f"fixed grid of {num_parts} centres"),
-    ):
+    labels = {
+        "scops": "SCOPS (trained)",
+        "untrained": "same network, untrained",
+        "feature_clusters": f"K-means of the frozen features into {num_parts} parts (no training)",
+        "grid": f"fixed grid of {num_parts} centres",
+    }
+    for name in names:
+        label = labels[name]
         in_use = results[name].get("parts_in_use", "-")
         print(f"| {label} | {errors[name]:.2f} | {errors['scops'] / errors[name]:.3f} | {in_use} |")
     print()

@@ -1,0 +1,60 @@
+"""The feature-cluster baseline of benchmarks/scops_faces.py."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("scops_faces", ROOT / "benchmarks" / "scops_faces.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["scops_faces"] = module
+    spec.loader.exec_module(module)
+    yield module
+    del sys.modules["scops_faces"]
+
+
+class FirstTwoChannels(torch.nn.Module):
+    """A stand-in feature extractor: the first two image channels at half resolution."""
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.avg_pool2d(images[:, :2], 2)
+
+
+def _halves(batch: int = 2) -> torch.Tensor:
+    """Channel 0 on in the left half, channel 1 in the right half of 8x8 images."""
+    images = torch.zeros(batch, 3, 8, 8)
+    images[:, 0, :, :4] = 1.0
+    images[:, 1, :, 4:] = 1.0
+    return images
+
+
+def test_feature_clusters_assign_pixels_and_centres(bench) -> None:
+    clusters = bench.FeatureClusters(FirstTwoChannels(), torch.tensor([[0.0, 2.0], [3.0, 0.0]]))
+    images = _halves()
+    labels = clusters.labels(images)
+    assert labels.shape == (2, 8, 8)
+    assert (labels[:, :, :4] == 2).all() and (labels[:, :, 4:] == 1).all()
+    centres = clusters.test_step({"image": images}, 0)["landmarks"]
+    # part 1 = right half (x 4..7), part 2 = left half (x 0..3); every row, so y = 3.5
+    expected = torch.tensor([[5.5, 3.5], [1.5, 3.5]]).expand(2, -1, -1)
+    torch.testing.assert_close(centres, expected, check_dtype=False)
+
+
+def test_fit_feature_clusters_finds_the_two_feature_directions(bench) -> None:
+    batches = [{"image": _halves(3)}, {"image": _halves(1)}]
+    datamodule = SimpleNamespace(train_eval_dataloader=lambda: batches)
+    clusters = bench.fit_feature_clusters(FirstTwoChannels(), datamodule, k=2, seed=0)
+    found = sorted(tuple(round(v, 3) for v in row.tolist()) for row in clusters.centroids)
+    assert found == [(0.0, 1.0), (1.0, 0.0)]
+    labels = clusters.labels(_halves(1))
+    assert labels[0, 0, 0] != labels[0, 0, 7] and len(labels.unique()) == 2
