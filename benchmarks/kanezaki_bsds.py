@@ -12,8 +12,9 @@ extra memory is roughly peak - baseline.
 
 Baselines: felzenszwalb and SLIC run with settings tuned on BSDS500 *train* images (objective mean
 covering; ``FZ_DEFAULT`` / ``SLIC_DEFAULT`` below: felzenszwalb from ``benchmarks/kanezaki_tune.py``, the
-same optimum on the first 20 and on all 200 train images, SLIC from ``--tune slic`` on the first 20). ``--tune [felzenszwalb] [slic]`` repeats that grid search on the first ``--tune-subset``
-train images instead.
+same optimum on the first 20 and on all 200 train images, SLIC from ``--tune slic`` on the first 20).
+``--tune [felzenszwalb] [slic]`` repeats that grid search on the first ``--tune-subset`` train images
+instead.
 
 The released presets (icassp18, tip20) allow 1000 updates at full resolution with 100 channels, minutes per
 image on a CPU: they run on the first ``--slow-subset`` images only, and ``--max-iter-slow`` caps their

@@ -1,9 +1,13 @@
-"""Shared fixtures: the real-data folder (``SEGZOO_DATA``, default ``../shared/data``)."""
+"""Shared fixtures: the real-data folder (``SEGZOO_DATA``, default ``../shared/data``), benchmark scripts as
+modules."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -45,3 +49,22 @@ def _run_in_tmp(tmp_path, monkeypatch):
     if "SEGZOO_DATA" not in os.environ:
         monkeypatch.setenv("SEGZOO_DATA", str(shared_data_root().resolve()))
     monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def load_benchmark():
+    """A loader of ``benchmarks/<name>.py`` as module ``name`` (registered in ``sys.modules`` while the test
+    module runs, so dataclasses and pickling resolve it)."""
+    loaded: list[str] = []
+
+    def load(name: str) -> ModuleType:
+        spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        loaded.append(name)
+        spec.loader.exec_module(module)
+        return module
+
+    yield load
+    for name in loaded:
+        sys.modules.pop(name, None)

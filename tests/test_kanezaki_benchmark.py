@@ -2,25 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 @pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("kanezaki_bsds", ROOT / "benchmarks" / "kanezaki_bsds.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["kanezaki_bsds"] = module
-    spec.loader.exec_module(module)
-    yield module
-    del sys.modules["kanezaki_bsds"]
+def bench(load_benchmark):
+    return load_benchmark("kanezaki_bsds")
 
 
 def test_profile_times_every_stage_and_obeys_the_update_cap(bench, tmp_path: Path) -> None:

@@ -2,25 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 @pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("scops_faces", ROOT / "benchmarks" / "scops_faces.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["scops_faces"] = module
-    spec.loader.exec_module(module)
-    yield module
-    del sys.modules["scops_faces"]
+def bench(load_benchmark):
+    return load_benchmark("scops_faces")
 
 
 class FirstTwoChannels(torch.nn.Module):
