@@ -87,9 +87,8 @@ class FeatureClusters(L.LightningModule):
         """Cluster ids 1..K per pixel [B, H, W]."""
         features = torch.nn.functional.normalize(self.extractor(images), dim=1)
         ids = torch.einsum("bchw,kc->bkhw", features, self.centroids).argmax(dim=1, keepdim=True) + 1
-        return torch.nn.functional.interpolate(ids.float(), size=images.shape[-2:], mode="nearest")[
-            :, 0
-        ].long()
+        upsampled = torch.nn.functional.interpolate(ids.float(), size=images.shape[-2:], mode="nearest")
+        return upsampled[:, 0].long()
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
         return {"landmarks": label_centres(self.labels(batch["image"]), len(self.centroids))}
