@@ -305,8 +305,8 @@ def print_paired(rows: dict[str, dict[str, Any]], reference: str) -> str:
         "|" + "---|" * 6,
     ]
     for name, row in rows.items():
-        common = [r for r in row["per_image"] if r["image"] in ref and name != reference]
-        if len(common) < 2:
+        common = [r for r in row["per_image"] if r["image"] in ref]
+        if name == reference or len(common) < 2:
             continue
         cells = []
         for key in ("covering", "pri", "voi", "best_miou"):

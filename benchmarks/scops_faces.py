@@ -275,7 +275,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     results["grid"] = evaluate(GridCentres(num_parts), datamodule, trainer_cfg, args.out_dir, "grid")
     results["untrained"] = evaluate(untrained, datamodule, trainer_cfg, args.out_dir, "untrained")
     if model.feature_extractor is not None:
-        datamodule.setup("fit")
         clusters = fit_feature_clusters(model.feature_extractor, datamodule, num_parts, seed)
         results["feature_clusters"] = evaluate(clusters, datamodule, trainer_cfg, args.out_dir, "clusters")
 

@@ -56,7 +56,7 @@ def test_presets_load_and_differ() -> None:
     assert tip.presegmentation == "none"
     assert (tip.mu_sim, tip.mu_con, tip.lr, tip.n_channels, len(tip.widths)) == (1.0, 1.0, 0.1, 100, 2)
     assert fast.presegmentation == "felzenszwalb" and fast.conv_order == "conv-bn-relu"
-    # Tuned on BSDS500 train (docs/kanezaki.md): a fixed 32 updates, the 3-label stop switched off.
+    # Tuned on BSDS500 train (docs/kanezaki.md): stop at 8 labels, at most 32 updates.
     assert (fast.max_iter, fast.min_labels, fast.fz_min_size, fast.fz_sigma) == (32, 8, 100, 1.0)
     assert fast.min_segment_size == 600
 
