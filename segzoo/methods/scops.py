@@ -122,8 +122,9 @@ class SCOPS(L.LightningModule):
             self-supervised) ResNet file (``~`` and variables such as ``$SEGZOO_WEIGHTS`` are expanded).
         features, feature_weights, feature_kwargs: frozen extractor for the semantic term, built by
             :func:`segzoo.models.features.build_feature_extractor` (``"vgg19"`` with a local torchvision
-            VGG-19 file, or ``"backbone"`` with a segzoo/R2O checkpoint). Only built when
-            ``semantic_weight > 0``; then a missing file is an error, never silent random features.
+            VGG-19 file, ``"backbone"`` with a segzoo/R2O checkpoint, or ``"dense_sift"``, hand-made
+            and without a file). Only built when ``semantic_weight > 0``; then a missing file is an
+            error, never silent random features.
         concentration_weight, equivariance_weight, centre_weight, semantic_weight, orthonormal_weight:
             loss weights (0 disables a term and skips its computation).
         concentration_eps: the ``eps`` added to part maps before normalising them to distributions.
@@ -228,7 +229,8 @@ class SCOPS(L.LightningModule):
                 raise ValueError(
                     "SCOPS: semantic_weight > 0 needs a feature extractor, but features is None. Set "
                     "features: vgg19 with feature_weights: <local torchvision vgg19 file> (or features: "
-                    "backbone with a segzoo/R2O checkpoint), or disable the term with semantic_weight: 0."
+                    "backbone with a segzoo/R2O checkpoint, or features: dense_sift, which needs no file), "
+                    "or disable the term with semantic_weight: 0."
                 )
             self.feature_extractor = build_feature_extractor(
                 features, feature_weights, **(feature_kwargs or {})

@@ -14,13 +14,16 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from kornia.feature import DenseSIFTDescriptor
 from torch import Tensor, nn
 from torchvision.models import vgg as tv_vgg
 
+from segzoo.data.transforms import IMAGENET_STD
 from segzoo.models.backbones import create_backbone
 from segzoo.models.weights import load_weights
 
-FEATURE_KINDS = ("vgg19", "backbone")
+FEATURE_KINDS = ("vgg19", "backbone", "dense_sift")
+_LUMA = (0.299, 0.587, 0.114)
 
 
 def _vgg19_layers() -> dict[str, tuple[int, int]]:
@@ -165,6 +168,49 @@ class BackboneFeatures(_Frozen):
         return _concat([features[name] for name in self.layers])
 
 
+class DenseSIFTFeatures(_Frozen):
+    """Dense SIFT descriptors (kornia's ``DenseSIFTDescriptor``, RootSIFT) of the luminance: a hand-made
+    frozen feature that needs no weights file.
+
+    Every pixel gets the 128-d descriptor of the 4 x 4 cells of ``bin_size`` pixels around it (gradient
+    orientation histograms, so eyes, brows, nostrils and lips differ); the map is average-pooled by
+    ``stride``. It stands in for pretrained features where none exist: on Helen faces its K-means clusters
+    carry landmark information that R2O features trained here did not (docs/scops.md).
+
+    Args:
+        bin_size: side of one of the 4 x 4 spatial cells in pixels, even (the descriptor spans 4 x bin_size).
+        stride: output stride (average pooling of the per-pixel descriptors).
+        std: the per-channel standard deviation the input was normalised with; with it the luminance
+            ``0.299 R + 0.587 G + 0.114 B`` is recovered up to an offset, which SIFT ignores.
+    """
+
+    def __init__(self, bin_size: int = 8, stride: int = 4, std: Sequence[float] = IMAGENET_STD) -> None:
+        super().__init__()
+        for name, value in (("bin_size", bin_size), ("stride", stride)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"DenseSIFTFeatures: {name} must be a positive int, got {value!r}")
+        if bin_size % 2:
+            # 4 cells of odd width centre the descriptor between two pixels
+            raise ValueError(f"DenseSIFTFeatures: bin_size must be even, got {bin_size}")
+        if len(std) != 3 or min(std) <= 0:
+            raise ValueError(f"DenseSIFTFeatures: std must be 3 positive numbers, got {list(std)!r}")
+        self.descriptor = DenseSIFTDescriptor(spatial_bin_size=bin_size, padding=(3 * bin_size) // 2)
+        self.stride = stride
+        luma = [w * s for w, s in zip(_LUMA, std, strict=True)]
+        self.register_buffer("luma", torch.tensor(luma).view(1, 3, 1, 1))
+        self.out_channels = 128
+        self.freeze()
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Descriptors ``[B, 128, H/stride, W/stride]`` (unit vectors before pooling)."""
+        gray = (x * self.luma).sum(dim=1, keepdim=True)
+        # [H + 1, W + 1] descriptors centred half a pixel up and left of each pixel (even bin sizes); the
+        # mean of each 2 x 2 neighbourhood centres them on the pixels (translation-equivariant, unlike a
+        # resize), then pooling by the stride as a backbone's feature map would
+        descriptors = F.avg_pool2d(self.descriptor(gray), 2, stride=1)
+        return F.avg_pool2d(descriptors, self.stride, ceil_mode=True) if self.stride > 1 else descriptors
+
+
 def _missing_weights_message(kind: str) -> str:
     return (
         f"feature extractor {kind!r} needs a local weights file (weights=None given; segzoo never downloads "
@@ -181,12 +227,14 @@ def resolve_path(path: str | Path) -> Path:
 
 def build_feature_extractor(
     kind: str | None, weights: str | Path | None, **kwargs
-) -> VGG19Features | BackboneFeatures | None:
-    """Build the frozen extractor ``kind`` (``"vgg19"`` or ``"backbone"``) from a local ``weights`` file.
+) -> VGG19Features | BackboneFeatures | DenseSIFTFeatures | None:
+    """Build the frozen extractor ``kind`` (``"vgg19"`` or ``"backbone"`` from a local ``weights`` file, or
+    ``"dense_sift"``, which takes none).
 
-    ``kind=None`` returns None (no extractor). ``weights=None`` or a missing file raises an error that says
-    how to provide the file or how to disable the term; keyword arguments go to :class:`VGG19Features` or
-    :class:`BackboneFeatures` (e.g. ``layers``, ``backbone``, ``output_stride``, ``prefix``).
+    ``kind=None`` returns None (no extractor). For the learnt kinds ``weights=None`` or a missing file raises
+    an error that says how to provide the file or how to disable the term; keyword arguments go to
+    :class:`VGG19Features`, :class:`BackboneFeatures` or :class:`DenseSIFTFeatures` (e.g. ``layers``,
+    ``backbone``, ``output_stride``, ``prefix``; ``bin_size``, ``stride``).
     """
     if kind is None:
         return None
@@ -195,6 +243,13 @@ def build_feature_extractor(
         raise ValueError(
             f"unknown feature extractor {kind!r}; expected one of {', '.join(FEATURE_KINDS)} or None"
         )
+    if kind == "dense_sift":
+        if weights is not None:
+            raise ValueError(
+                f"feature extractor 'dense_sift' is computed, not learnt, and takes no weights file; got "
+                f"weights={str(weights)!r} (set feature_weights: null)"
+            )
+        return DenseSIFTFeatures(**kwargs)
     if weights is None:
         raise ValueError(_missing_weights_message(kind))
     path = resolve_path(weights)
@@ -215,6 +270,7 @@ __all__ = [
     "FEATURE_KINDS",
     "VGG19_LAYERS",
     "BackboneFeatures",
+    "DenseSIFTFeatures",
     "VGG19Features",
     "build_feature_extractor",
     "resolve_path",

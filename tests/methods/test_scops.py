@@ -396,6 +396,23 @@ def test_checkpoints_leave_out_the_frozen_extractor(resnet18_file) -> None:
     plain.load_state_dict(checkpoint["state_dict"])
 
 
+def test_dense_sift_features_need_no_file(batch) -> None:
+    torch.manual_seed(0)
+    model = SCOPS(num_parts=K, backbone="resnet18", features="dense_sift", feature_kwargs={"bin_size": 4})
+    assert model.basis.shape == (K, 128)
+    losses = model.compute_losses(batch, torch.Generator().manual_seed(0))
+    assert float(losses["semantic"]) > 0
+    grads = torch.autograd.grad(losses["semantic"], [model.basis])
+    assert float(grads[0].abs().sum()) > 0
+    checkpoint = {"state_dict": model.state_dict()}
+    model.on_save_checkpoint(checkpoint)
+    assert not any(k.startswith("feature_extractor.") for k in checkpoint["state_dict"])
+    restored = SCOPS(num_parts=K, backbone="resnet18", features="dense_sift", feature_kwargs={"bin_size": 4})
+    restored.on_load_checkpoint(checkpoint)
+    restored.load_state_dict(checkpoint["state_dict"])
+    assert torch.equal(restored.basis, model.basis)
+
+
 # -- configs ------------------------------------------------------------------------------------------------
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "scops"
