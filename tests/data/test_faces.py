@@ -176,3 +176,40 @@ def test_dataset_centre_saliency(tmp_path: Path) -> None:
         FaceLandmarks(tmp_path, "train", saliency="learned")
     with pytest.raises(ValueError, match="saliency_sigma"):
         FaceLandmarks(tmp_path, "train", saliency="centre", saliency_sigma=-1.0)
+
+
+def test_unalign_cuts_a_fixed_square_and_moves_the_points(tmp_path: Path) -> None:
+    stems = tuple(f"face_{i}" for i in range(6))
+    written = {}
+    rows, cols = np.mgrid[0:SIZE, 0:SIZE]
+    # red = 4 x column, green = 4 x row: the cut's offset can be read off its first pixel
+    coded = np.stack([4 * cols, 4 * rows, np.zeros_like(rows)], axis=-1).astype(np.uint8)
+    for k, stem in enumerate(stems):
+        (tmp_path / "images").mkdir(exist_ok=True)
+        Image.fromarray(coded).save(tmp_path / "images" / f"{stem}.png")
+        written[stem] = points68(k)
+        write_pts(tmp_path / "landmarks" / f"{stem}.pts", written[stem])
+    ds = FaceLandmarks(tmp_path, unalign=0.4)
+    offsets = []
+    for index, stem in enumerate(stems):
+        sample = ds[index]
+        image = sample["image"].as_subclass(torch.Tensor)
+        side = image.shape[-1]
+        assert image.shape[-2] == side and round(0.6 * SIZE) <= side <= SIZE
+        left, top = int(image[0, 0, 0]) // 4, int(image[1, 0, 0]) // 4
+        offsets.append((left, top, side))
+        expected = five_point_landmarks(written[stem]) - np.array([left, top])
+        assert np.allclose(sample["keypoints"].numpy(), expected, atol=1e-4)
+        assert sample["keypoints"].canvas_size == (side, side) and sample["meta"]["size"] == (side, side)
+    assert len(set(offsets)) > 1, "every face got the same cut"
+    # fixed per file: a new dataset gives the same cuts; another seed gives other cuts
+    again = FaceLandmarks(tmp_path, unalign=0.4)
+    assert all(torch.equal(again[i]["image"], ds[i]["image"]) for i in range(len(stems)))
+    other = FaceLandmarks(tmp_path, unalign=0.4, unalign_seed=1)
+    same = [
+        other[i]["image"].shape == ds[i]["image"].shape and torch.equal(other[i]["image"], ds[i]["image"])
+        for i in range(len(stems))
+    ]
+    assert not all(same)
+    with pytest.raises(ValueError, match="unalign=1.0"):
+        FaceLandmarks(tmp_path, unalign=1.0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
+from zlib import crc32
 
 import numpy as np
 import torch
@@ -132,6 +133,12 @@ class FaceLandmarks(SegmentationDataset):
     ``saliency="centre"`` adds ``saliency``: the fixed Gaussian :func:`centre_prior` (std ``saliency_sigma``
     x the image side), for SCOPS's soft-masked semantic term. It is an unsupervised prior that the crops are
     centred on the face, not a saliency map of the image; None (default) adds nothing.
+
+    ``unalign=f`` (0 < f < 1) undoes the alignment of pre-cropped faces such as Helen's (a square around the
+    landmark box): every image is cut once to a square of side ``U(1 - f, 1)`` x its shorter side at a
+    uniform random position, drawn from the file name and ``unalign_seed``, so the crop of a face is fixed
+    across epochs, splits and processes. Faces then vary in position and size, as in CelebA's "wild"
+    images, and the landmarks follow (in pixels of the cut image). 0 (default) keeps the images whole.
     """
 
     classes: tuple[str, ...] = ()
@@ -144,8 +151,14 @@ class FaceLandmarks(SegmentationDataset):
         points: str = "5",
         saliency: str | None = None,
         saliency_sigma: float = 0.25,
+        unalign: float = 0.0,
+        unalign_seed: int = 0,
     ) -> None:
         super().__init__(transforms)
+        if not 0 <= unalign < 1:
+            raise ValueError(f"face_landmarks: unalign={unalign!r}; expected a fraction in [0, 1)")
+        self.unalign = float(unalign)
+        self.unalign_seed = int(unalign_seed)
         points = str(points)
         if points not in ("5", "68"):
             raise ValueError(f"face_landmarks: points={points!r}; expected '5' or '68'")
@@ -185,6 +198,8 @@ class FaceLandmarks(SegmentationDataset):
                     f"{pts_path}: has {points.shape[0]} points; points='5' needs the 68 iBUG points"
                 )
             points = five_point_landmarks(points)
+        if self.unalign > 0:
+            image, points = self._unaligned(image, points, image_path.stem)
         keypoints = tv_tensors.KeyPoints(
             torch.from_numpy(points).to(torch.float32), canvas_size=tuple(image.shape[-2:])
         )
@@ -197,3 +212,16 @@ class FaceLandmarks(SegmentationDataset):
             prior = centre_prior(image.shape[-2], image.shape[-1], self.saliency_sigma)
             sample["saliency"] = tv_tensors.Mask(prior)
         return sample
+
+    def _unaligned(
+        self, image: torch.Tensor, points: np.ndarray, stem: str
+    ) -> tuple[torch.Tensor, np.ndarray]:
+        """Cut ``image`` to its fixed random square (see the class docstring); shift ``points`` with it."""
+        height, width = image.shape[-2:]
+        rng = np.random.default_rng([crc32(stem.encode()), self.unalign_seed])
+        side = max(1, round(min(height, width) * rng.uniform(1 - self.unalign, 1)))
+        top = int(rng.integers(0, height - side + 1))
+        left = int(rng.integers(0, width - side + 1))
+        return image[..., top : top + side, left : left + side], points - np.array(
+            [left, top], dtype=points.dtype
+        )
