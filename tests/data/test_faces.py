@@ -193,6 +193,7 @@ def test_unalign_cuts_a_fixed_square_and_moves_the_points(tmp_path: Path) -> Non
     offsets = []
     for index, stem in enumerate(stems):
         sample = ds[index]
+        assert isinstance(sample["image"], tv_tensors.Image)  # what the transforms recognise as the image
         image = sample["image"].as_subclass(torch.Tensor)
         side = image.shape[-1]
         assert image.shape[-2] == side and round(0.6 * SIZE) <= side <= SIZE

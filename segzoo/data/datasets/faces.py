@@ -222,6 +222,5 @@ class FaceLandmarks(SegmentationDataset):
         side = max(1, round(min(height, width) * rng.uniform(1 - self.unalign, 1)))
         top = int(rng.integers(0, height - side + 1))
         left = int(rng.integers(0, width - side + 1))
-        return image[..., top : top + side, left : left + side], points - np.array(
-            [left, top], dtype=points.dtype
-        )
+        cut = tv_tensors.Image(image[..., top : top + side, left : left + side])  # slicing drops the type
+        return cut, points - np.array([left, top], dtype=points.dtype)
