@@ -224,6 +224,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="KEY=VALUE",
         help="extra dataset_kwargs, YAML values (e.g. saliency=null)",
     )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="overrides seed_everything: network initialisation, warps, batch order (not the holdout, "
+        "which the datamodule's own seed picks)",
+    )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out-dir", type=Path, default=REPO / "runs/scops_faces")
     parser.add_argument("--figure", type=Path, default=None, help="save learnt parts on holdout faces here")
@@ -257,7 +264,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         trainer_cfg["max_time"] = {"minutes": args.minutes}
     if args.max_epochs is not None:
         trainer_cfg["max_epochs"] = args.max_epochs
-    seed = int(config.get("seed_everything", 0))
+    seed = args.seed if args.seed is not None else int(config.get("seed_everything", 0))
 
     L.seed_everything(seed, workers=True)
     datamodule = SegDataModule(**data_args)
@@ -270,7 +277,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         else tuple(data_args["resize"])
     )
 
-    results: dict[str, Any] = {"config": str(args.config), "model_args": model_args, "data_args": data_args}
+    results: dict[str, Any] = {
+        "config": str(args.config),
+        "seed": seed,
+        "model_args": model_args,
+        "data_args": data_args,
+    }
     args.out_dir.mkdir(parents=True, exist_ok=True)
     results["grid"] = evaluate(GridCentres(num_parts), datamodule, trainer_cfg, args.out_dir, "grid")
     results["untrained"] = evaluate(untrained, datamodule, trainer_cfg, args.out_dir, "untrained")
@@ -321,7 +333,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"SCOPS on {data_args.get('root')} ({data_args.get('dataset')}), K={num_parts}, {size_note}, "
         f"{model_args.get('backbone')} os{model_args.get('output_stride')}, features="
         f"{model_args.get('features')} ({model_args.get('feature_weights')}), torch {torch.__version__}, "
-        f"{platform.machine()}, {args.threads} thread(s)"
+        f"{platform.machine()}, {args.threads} thread(s), seed {seed}"
     )
     print(
         f"trained {batches} of {results['scops']['planned_batches']} planned batches of "

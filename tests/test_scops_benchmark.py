@@ -1,4 +1,4 @@
-"""The feature-cluster baseline of benchmarks/scops_faces.py."""
+"""benchmarks/scops_faces.py: the feature-cluster baseline and the benchmark configs."""
 
 from __future__ import annotations
 
@@ -48,3 +48,17 @@ def test_fit_feature_clusters_finds_the_two_feature_directions(bench) -> None:
     assert found == [(0.0, 1.0), (1.0, 0.0)]
     labels = clusters.labels(_halves(1))
     assert labels[0, 0, 0] != labels[0, 0, 7] and len(labels.unique()) == 2
+
+
+def test_unaligned_config_builds_without_weight_files(bench) -> None:
+    from segzoo.methods.scops import SCOPS
+
+    config = bench.load_config(bench.REPO / "configs/scops/helen_unaligned_bench.yaml")
+    model = SCOPS(**config["model"]["init_args"])
+    assert model.feature_extractor.out_channels == 128 and model.hparams.warp_translation == 0.4
+    assert config["data"]["dataset_kwargs"]["unalign"] == 0.3
+    # the aligned benchmark config differs only in data, features and warps
+    aligned = bench.load_config(bench.REPO / "configs/scops/helen_bench.yaml")
+    init, aligned_init = config["model"]["init_args"], aligned["model"]["init_args"]
+    differing = {k for k, v in init.items() if aligned_init.get(k) != v}
+    assert differing == {"features", "feature_weights", "feature_kwargs", "warp_translation"}

@@ -174,8 +174,8 @@ class DenseSIFTFeatures(_Frozen):
 
     Every pixel gets the 128-d descriptor of the 4 x 4 cells of ``bin_size`` pixels around it (gradient
     orientation histograms, so eyes, brows, nostrils and lips differ); the map is average-pooled by
-    ``stride``. It stands in for pretrained features where none exist: on Helen faces its K-means clusters
-    carry landmark information that R2O features trained here did not (docs/scops.md).
+    ``stride``. It stands in for pretrained features where none exist: on Helen faces its own K-means
+    clusters locate landmarks better than a fixed grid, unlike R2O features trained here (docs/scops.md).
 
     Args:
         bin_size: side of one of the 4 x 4 spatial cells in pixels, even (the descriptor spans 4 x bin_size).
