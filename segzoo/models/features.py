@@ -198,7 +198,7 @@ class DenseSIFTFeatures(_Frozen):
         self.stride = stride
         luma = [w * s for w, s in zip(_LUMA, std, strict=True)]
         self.register_buffer("luma", torch.tensor(luma).view(1, 3, 1, 1))
-        self.out_channels = 128
+        self.out_channels = self.descriptor.num_ang_bins * self.descriptor.num_spatial_bins**2
         self.freeze()
 
     def forward(self, x: Tensor) -> Tensor:

@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from segzoo.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from segzoo.models.features import DenseSIFTFeatures, build_feature_extractor
 
 
@@ -15,8 +16,8 @@ def _image(seed: int = 0, size: int = 64) -> torch.Tensor:
     coarse = torch.rand(1, 3, size // 8, size // 8, generator=gen)
     fine = torch.rand(1, 3, size // 2, size // 2, generator=gen)
     rgb = 0.7 * F.interpolate(coarse, size=size, mode="bicubic") + 0.3 * F.interpolate(fine, size=size)
-    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
-    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
     return (rgb - mean) / std
 
 
